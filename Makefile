@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: demo test install install-dev lint typecheck bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+
+# Reinstall only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PIP) -e '.[local]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PIP) -e '.[dev,local,anthropic]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(VENV)/bin/keel demo
+
+lint: install-dev
+	$(PY) -m ruff check src tests examples bench
+
+typecheck: install-dev
+	$(PY) -m mypy
+
+test: install-dev lint typecheck
+	$(PY) -m pytest -q
+
+bench: install-dev
+	$(PY) bench/overhead.py
+
+clean:
+	rm -rf $(VENV) .keel .mypy_cache .ruff_cache .pytest_cache

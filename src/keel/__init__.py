@@ -1,0 +1,64 @@
+"""keel: a runtime for AI agents in production.
+
+Example:
+    >>> from keel import Agent, tool
+    >>> from keel.models import ScriptedModel, ToolCall
+    >>> @tool
+    ... def add(a: int, b: int) -> int:
+    ...     '''Add two integers.'''
+    ...     return a + b
+    >>> model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "The sum is 3."])
+    >>> result = Agent("calc", model, tools=[add]).run_sync("add 1 and 2", runtime=Runtime.in_memory())
+    >>> result.status, result.output
+    ('done', 'The sum is 3.')
+"""
+
+from ._loop import RunResult
+from ._runtime import Runtime
+from .agent import Agent
+from .exceptions import (
+    ApprovalRejected,
+    BudgetExceeded,
+    ConfigError,
+    Escalate,
+    KeelError,
+    ModelError,
+    NeedsApproval,
+    Retry,
+    RunError,
+    ToolError,
+    ToolFailed,
+    UsageError,
+)
+from .messages import RunEvent, ToolCall, Usage
+from .policies import Decision, Policy, PolicyContext
+from .tools import Tool, ToolContext, tool
+
+__all__ = [
+    "Agent",
+    "ApprovalRejected",
+    "BudgetExceeded",
+    "ConfigError",
+    "Decision",
+    "Escalate",
+    "KeelError",
+    "ModelError",
+    "NeedsApproval",
+    "Policy",
+    "PolicyContext",
+    "Retry",
+    "RunError",
+    "RunEvent",
+    "RunResult",
+    "Runtime",
+    "Tool",
+    "ToolCall",
+    "ToolContext",
+    "ToolError",
+    "ToolFailed",
+    "Usage",
+    "UsageError",
+    "tool",
+]
+
+__version__ = "0.1.0"

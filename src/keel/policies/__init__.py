@@ -1,0 +1,121 @@
+"""Policies: the one seam for rules that govern a run.
+
+Guardrails, approvals, content filters, budgets and loop detection are all `Policy` objects with
+the same hooks. Each hook returns a `Decision`. Policies run in the order the agent lists them, and
+a tool never starts before every policy has decided about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ..messages import Message, ModelResponse, ToolCall, ToolMessage, Usage
+    from ..tools import Tool
+
+__all__ = ["Decision", "Policy", "PolicyContext"]
+
+Action = Literal["allow", "deny", "modify", "pause", "stop"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a policy decided.
+
+    Attributes:
+        action: `allow`; `deny` (the model sees `reason` instead of the result); `modify` (use
+            `arguments` or `content` instead); `pause` (wait for a person); `stop` (end the run).
+        reason: why; shown to the model on deny, recorded in events always.
+        arguments: replacement tool arguments, for `modify` in `before_tool`.
+        content: replacement tool result text, for `modify` in `after_tool`.
+        policy: the deciding policy's name (filled in by the loop).
+    """
+
+    action: Action = "allow"
+    reason: str = ""
+    arguments: dict[str, Any] | None = None
+    content: str | None = None
+    policy: str = ""
+
+    @classmethod
+    def allow(cls) -> Decision:
+        """Let the action proceed."""
+        return ALLOW
+
+    @classmethod
+    def deny(cls, reason: str) -> Decision:
+        """Refuse the action; the model is told `reason`."""
+        return cls("deny", reason)
+
+    @classmethod
+    def modify(cls, reason: str, *, arguments: dict[str, Any] | None = None, content: str | None = None) -> Decision:
+        """Proceed with replaced arguments (before a tool) or a replaced result (after it)."""
+        return cls("modify", reason, arguments, content)
+
+    @classmethod
+    def pause(cls, reason: str) -> Decision:
+        """Pause the run until a person decides."""
+        return cls("pause", reason)
+
+    @classmethod
+    def stop(cls, reason: str) -> Decision:
+        """End the run now, keeping its state."""
+        return cls("stop", reason)
+
+
+ALLOW = Decision()
+
+
+@dataclass(slots=True)
+class PolicyContext:
+    """What a policy may read about the run. Policies must not change it.
+
+    Attributes:
+        run_id: the run.
+        agent: the agent's name.
+        step: the current loop step.
+        messages: the conversation so far.
+        usage: tokens and cost so far.
+        metadata: free-form values the caller attached to the run (tenant, user).
+    """
+
+    run_id: str
+    agent: str
+    step: int
+    messages: Sequence[Message]
+    usage: Usage
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Policy:
+    """Base class for policies: override the hooks you need; each defaults to allow.
+
+    Hooks must be deterministic given their inputs (a resumed run replays them); anything that reads
+    the outside world belongs in a durable step.
+    """
+
+    @property
+    def name(self) -> str:
+        """The policy's name in events and errors."""
+        return type(self).__name__
+
+    async def before_model(self, ctx: PolicyContext) -> Decision:
+        """Decide before each model request."""
+        return ALLOW
+
+    async def after_model(self, ctx: PolicyContext, response: ModelResponse) -> Decision:
+        """Decide on each model response before any of its tool calls is considered."""
+        return ALLOW
+
+    async def before_tool(self, ctx: PolicyContext, call: ToolCall, tool: Tool) -> Decision:
+        """Decide before a tool call runs (arguments already validated)."""
+        return ALLOW
+
+    async def after_tool(self, ctx: PolicyContext, call: ToolCall, result: ToolMessage) -> Decision:
+        """Decide on a tool's result before the model sees it."""
+        return ALLOW
+
+    async def after_run(self, ctx: PolicyContext, status: str) -> None:
+        """Observe the end of a run."""
