@@ -134,7 +134,7 @@ async def test_give_up_ends_the_run_with_the_reason() -> None:
 async def test_max_steps_stops_the_run() -> None:
     add, calls = counting_add()
     model = ScriptedModel(lambda messages, tools: ToolCall("add", {"a": 1, "b": 1}))
-    result = await Agent("calc", model, tools=[add], max_steps=4).run("loop", runtime=MEMORY)
+    result = await Agent("calc", model, tools=[add], max_steps=4, policies=[]).run("loop", runtime=MEMORY)
     assert (result.status, result.error_type, result.steps) == ("failed", "BudgetExceeded", 4)
     assert len(calls) == 4
     assert "max_steps=4" in (result.error or "")

@@ -177,14 +177,22 @@ async def run_loop(
                 "BudgetExceeded",
             )
         step += 1
-        ctx = PolicyContext(run_id, agent.name, step, messages, usage, metadata or {})
-        decision = await _first_objection(operator.methodcaller("before_model", ctx), agent, emit, run_id, step)
-        if decision.action != "allow":
-            return _stopped(finish, decision)
+        ctx = PolicyContext(run_id, agent.name, step, messages, usage, metadata or {}, agent.tools_by_name)
+        offered = specs
+        for policy in agent.policies:
+            decision = _named(await policy.before_model(ctx), policy)
+            if decision.action == "allow":
+                continue
+            _emit_decision(emit, run_id, step, policy.name, decision, None)
+            if decision.action == "modify" and decision.tools is not None:
+                allowed = CONTROL_TOOLS.union(decision.tools)
+                offered = [s for s in offered if s["name"] in allowed]
+            elif decision.action != "modify":
+                return _stopped(finish, decision)
 
-        emit(RunEvent("model_request", run_id, step, {"messages": len(messages)}))
+        emit(RunEvent("model_request", run_id, step, {"messages": len(messages), "tools": len(offered)}))
         request_number.set(step)
-        raw = await steps("model", functools.partial(_model_step, model, memory, list(messages), specs))
+        raw = await steps("model", functools.partial(_model_step, model, memory, list(messages), offered))
         response = ModelResponse.from_dict(raw["response"])
         usage += response.usage
         emit(
@@ -208,7 +216,7 @@ async def run_loop(
         if decision.action != "allow":
             return _stopped(finish, decision)
 
-        verdict = _validate(response.message, agent)
+        verdict = _validate(response.message, agent, {s["name"] for s in offered})
         messages.append(response.message)
         if verdict.feedback:
             rejections += 1
@@ -246,10 +254,12 @@ async def run_loop(
                     _emit_decision(emit, run_id, step, policy.name, decision, call.name)
                     break
             if decision.action in ("stop", "pause"):
-                messages.append(ToolMessage(call.id, call.name, f"not run: {decision.reason}", is_error=True))
+                messages.append(
+                    ToolMessage(call.id, call.name, f"not run: {decision.reason}", is_error=True, rejected=True)
+                )
                 return _stopped(finish, decision)
             if decision.action == "deny":
-                result = ToolMessage(call.id, call.name, f"denied: {decision.reason}", is_error=True)
+                result = ToolMessage(call.id, call.name, f"denied: {decision.reason}", is_error=True, rejected=True)
             else:
                 emit(
                     RunEvent(
@@ -396,7 +406,7 @@ async def _tool_step(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext) -> di
     return out
 
 
-def _validate(message: AssistantMessage, agent: Agent) -> _Verdict:
+def _validate(message: AssistantMessage, agent: Agent, offered: set[str]) -> _Verdict:
     """Check the model's answer against the tools and the output type; never runs anything."""
     verdict = _Verdict()
     calls = message.tool_calls
@@ -407,7 +417,9 @@ def _validate(message: AssistantMessage, agent: Agent) -> _Verdict:
     if control and len(calls) > 1:
         problem = f"{control[0].name} must be called alone, after the other tools have returned"
         verdict.problems.append(problem)
-        verdict.feedback = [ToolMessage(c.id, c.name, f"not run: {problem}", is_error=True) for c in calls]
+        verdict.feedback = [
+            ToolMessage(c.id, c.name, f"not run: {problem}", is_error=True, rejected=True) for c in calls
+        ]
         return verdict
     if control:
         call = control[0]
@@ -421,7 +433,7 @@ def _validate(message: AssistantMessage, agent: Agent) -> _Verdict:
             except pydantic.ValidationError as exc:
                 problem = _describe_output_error(exc)
                 verdict.problems.append(problem)
-                verdict.feedback = [ToolMessage(call.id, call.name, problem, is_error=True)]
+                verdict.feedback = [ToolMessage(call.id, call.name, problem, is_error=True, rejected=True)]
             return verdict
         if call.name == "final_answer" and agent.output_type is None:
             return _final_from_text(str(call.arguments.get("answer") or ""), agent, verdict)
@@ -430,6 +442,9 @@ def _validate(message: AssistantMessage, agent: Agent) -> _Verdict:
     checked: list[tuple[ToolCall, Tool | None, dict[str, Any] | str]] = []
     for call in calls:
         tool = by_name.get(call.name)
+        if tool is not None and call.name not in offered:
+            checked.append((call, None, f"tool {call.name!r} is not available for this reply; give the final answer"))
+            continue
         if tool is None:
             checked.append((call, None, f"unknown tool {call.name!r}; available tools: {', '.join(sorted(by_name))}"))
             continue
@@ -442,7 +457,7 @@ def _validate(message: AssistantMessage, agent: Agent) -> _Verdict:
         verdict.problems.extend(bad)
         for call, _, outcome in checked:
             reply = outcome if isinstance(outcome, str) else "not run: another call in this turn was invalid; retry it"
-            verdict.feedback.append(ToolMessage(call.id, call.name, reply, is_error=True))
+            verdict.feedback.append(ToolMessage(call.id, call.name, reply, is_error=True, rejected=True))
         return verdict
     verdict.calls = [(c, t, k) for c, t, k in checked if t is not None and isinstance(k, dict)]
     return verdict

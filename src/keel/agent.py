@@ -37,7 +37,8 @@ class Agent:
         output_type: a pydantic model the final answer must validate against; default free text.
         max_steps: model requests allowed per run; default 20.
         output_retries: times a malformed answer is sent back before the run fails; default 2.
-        policies: rules applied in this order at every model and tool call.
+        policies: rules applied in this order at every model and tool call; default a `LoopGuard`
+            (pass ``[]`` for none).
         context_budget: prompt tokens allowed; default the model's window minus its output budget.
 
     Raises:
@@ -54,7 +55,7 @@ class Agent:
         output_type: type[pydantic.BaseModel] | None = None,
         max_steps: int = 20,
         output_retries: int = 2,
-        policies: Sequence[Policy] = (),
+        policies: Sequence[Policy] | None = None,
         context_budget: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not AGENT_NAME.match(name):
@@ -90,6 +91,10 @@ class Agent:
             raise ConfigError(f"agent {name!r}: output_retries must be 0 or more, got {output_retries!r}")
         if context_budget is not None and (not isinstance(context_budget, int) or context_budget < 1):
             raise ConfigError(f"agent {name!r}: context_budget must be a positive number of tokens or None")
+        if policies is None:
+            from .policies.loops import LoopGuard
+
+            policies = [LoopGuard()]
         for p in policies:
             if not isinstance(p, Policy):
                 raise ConfigError(f"agent {name!r}: policies must be Policy objects, got {type(p).__name__}")

@@ -148,6 +148,7 @@ class ToolMessage:
         content: the result serialised to text (JSON for structured results).
         is_error: true when the call failed (validation, `ToolError`, denial by a policy).
         truncated: true when short-term memory shortened this result to fit the token budget.
+        rejected: true when the call was never executed (invalid, denied by a policy, or not run).
     """
 
     call_id: str
@@ -155,6 +156,7 @@ class ToolMessage:
     content: str
     is_error: bool = False
     truncated: bool = False
+    rejected: bool = False
     role: Literal["tool"] = "tool"
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,6 +168,7 @@ class ToolMessage:
             "content": self.content,
             "is_error": self.is_error,
             "truncated": self.truncated,
+            "rejected": self.rejected,
         }
 
 
@@ -192,6 +195,7 @@ def message_from_dict(data: dict[str, Any]) -> Message:
             data["content"],
             bool(data.get("is_error", False)),
             bool(data.get("truncated", False)),
+            bool(data.get("rejected", False)),
         )
     raise ValueError(f"unknown message role {role!r}; expected system, user, assistant or tool")
 

@@ -9,11 +9,9 @@ in answers are not kept. Stop reasons are reported as keel's: ``stop``, ``length
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import os
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +27,7 @@ from ..messages import (
     UserMessage,
 )
 from ._base import ModelProfile, estimate_tokens, message_text
+from ._clients import LoopClients
 from ._envelope import RAW_ARGUMENTS
 from ._errors import RETRYABLE_STATUS, ModelAPIError, parse_retry_after
 
@@ -90,7 +89,8 @@ def _tool_spec(tool: dict[str, Any]) -> dict[str, Any]:
 class AnthropicModel:
     """A Claude model on the Anthropic API.
 
-    Construction is offline: the client is made on the first request, one per event loop.
+    Construction is offline: the client is made on the first request, one per event loop, and
+    closed when that loop shuts down.
 
     Args:
         name: the model (`claude-sonnet-4-5`, ...).
@@ -128,9 +128,7 @@ class AnthropicModel:
         self._timeout = timeout
         self._max_retries = max_retries
         self._given_client = client
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anthropic.AsyncAnthropic] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients = LoopClients(self._make_client, lambda client: client.close())
 
     def __repr__(self) -> str:
         return f"AnthropicModel({self.name!r})"
@@ -142,29 +140,22 @@ class AnthropicModel:
             return str(self._given_client.base_url).rstrip("/")
         return (os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com").rstrip("/")
 
-    def _client(self) -> anthropic.AsyncAnthropic:
-        if self._given_client is not None:
-            return self._given_client
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            import anthropic
+    def _make_client(self) -> anthropic.AsyncAnthropic:
+        import anthropic
 
-            options: dict[str, Any] = {"max_retries": self._max_retries}
-            if self._api_key:
-                options["api_key"] = self._api_key
-            if self._timeout is not None:
-                options["timeout"] = self._timeout
-            client = anthropic.AsyncAnthropic(**options)
-            self._clients[loop] = client
-        return client
+        options: dict[str, Any] = {"max_retries": self._max_retries}
+        if self._api_key:
+            options["api_key"] = self._api_key
+        if self._timeout is not None:
+            options["timeout"] = self._timeout
+        return anthropic.AsyncAnthropic(**options)
 
     async def aclose(self) -> None:
-        """Close the HTTP clients this model made (not one passed in)."""
-        clients = list(self._clients.values())
-        self._clients.clear()
-        for client in clients:
-            await client.close()
+        """Close the HTTP client this model made for the running event loop (not one passed in).
+
+        Clients are also closed when their event loop shuts down (as `asyncio.run` does).
+        """
+        await self._clients.aclose()
 
     def build_request(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], *, max_tokens: int | None = None
@@ -221,7 +212,8 @@ class AnthropicModel:
         import anthropic
 
         try:
-            return await send(self._client())
+            client = self._given_client or await self._clients.get()
+            return await send(client)
         except anthropic.AnthropicError as exc:
             raise self._error(exc) from exc
         except TypeError as exc:

@@ -388,19 +388,25 @@ class LocalModel:
     def __repr__(self) -> str:
         return f"LocalModel(size={self.size!r})"
 
+    @property
+    def server_url(self) -> str | None:
+        """The embedded server's root URL (`http://127.0.0.1:PORT`), once it has started for this model."""
+        return self._root or None
+
     async def _ready(self) -> OpenAIModel:
         if self._backend is None:
             server = await asyncio.to_thread(_shared_server, self.size, self._path)
-            self._root = server.url
-            self._backend = OpenAIModel(
-                self.name,
-                base_url=f"{server.url}/v1",
-                api_key="local",
-                profile=self.profile,
-                temperature=0.0,
-                timeout=REQUEST_TIMEOUT,
-                max_retries=0,
-            )
+            if self._backend is None:  # concurrent first requests share the first backend made
+                self._root = server.url
+                self._backend = OpenAIModel(
+                    self.name,
+                    base_url=f"{server.url}/v1",
+                    api_key="local",
+                    profile=self.profile,
+                    temperature=0.0,
+                    timeout=REQUEST_TIMEOUT,
+                    max_retries=0,
+                )
         return self._backend
 
     async def request(
@@ -445,3 +451,30 @@ class LocalModel:
         """Close this model's HTTP clients (the shared server keeps running until exit)."""
         if self._backend is not None:
             await self._backend.aclose()
+
+
+if __name__ == "__main__":  # python -m keel.models.local: one constrained call to the embedded model
+    import time
+
+    from ..messages import UserMessage
+
+    async def _demo() -> None:
+        model = LocalModel()
+        add = {
+            "name": "add",
+            "description": "Add two integers.",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+            },
+        }
+        started = time.perf_counter()
+        reply = await model.request([UserMessage("What is 17 + 25?")], [add])
+        print(f"{model.server_url}  {time.perf_counter() - started:.1f}s (includes start-up)")
+        print(f"reply: {reply.raw_text}")
+        print(f"parsed: {reply.message}")
+        print(f"usage: {reply.usage}")
+        await model.aclose()
+
+    asyncio.run(_demo())

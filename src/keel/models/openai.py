@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -35,6 +34,7 @@ from ..messages import (
     UserMessage,
 )
 from ._base import ModelProfile, estimate_tokens
+from ._clients import LoopClients
 from ._envelope import (
     FINAL_ANSWER,
     FINAL_RESULT,
@@ -87,7 +87,8 @@ def _is_local(url: str) -> bool:
 class OpenAIModel:
     """A model behind the OpenAI chat completions API, or any server that speaks it.
 
-    Construction is offline: the client is made on the first request, one per event loop.
+    Construction is offline: the client is made on the first request, one per event loop, and
+    closed when that loop shuts down.
 
     Args:
         name: the model name the server knows (`gpt-4o-mini`, `qwen2.5:0.5b`, ...).
@@ -123,9 +124,7 @@ class OpenAIModel:
         self._timeout = timeout
         self._max_retries = max_retries
         self._given_client = client
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients = LoopClients(self._make_client, lambda client: client.close())
 
     def __repr__(self) -> str:
         return f"OpenAIModel({self.name!r}, base_url={self.base_url!r}, tool_mode={self.profile.tool_mode!r})"
@@ -134,35 +133,32 @@ class OpenAIModel:
     def _is_openai(self) -> bool:
         return urlsplit(self.base_url).hostname == "api.openai.com"
 
-    def _client(self) -> openai.AsyncOpenAI:
-        """The client for the running event loop (pooled connections belong to one loop)."""
+    async def _client(self) -> openai.AsyncOpenAI:
         if self._given_client is not None:
             return self._given_client
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            import openai
+        return await self._clients.get()
 
-            key = self._api_key or os.environ.get("OPENAI_API_KEY")
-            if not key and _is_local(self.base_url):
-                key = "not-needed"
-            if not key:
-                raise ModelAPIError(
-                    f"model {self.name!r} at {self.base_url}: no API key; set OPENAI_API_KEY or pass api_key="
-                )
-            options: dict[str, Any] = {"api_key": key, "base_url": self.base_url, "max_retries": self._max_retries}
-            if self._timeout is not None:
-                options["timeout"] = self._timeout
-            client = openai.AsyncOpenAI(**options)
-            self._clients[loop] = client
-        return client
+    def _make_client(self) -> openai.AsyncOpenAI:
+        import openai
+
+        key = self._api_key or os.environ.get("OPENAI_API_KEY")
+        if not key and _is_local(self.base_url):
+            key = "not-needed"
+        if not key:
+            raise ModelAPIError(
+                f"model {self.name!r} at {self.base_url}: no API key; set OPENAI_API_KEY or pass api_key="
+            )
+        options: dict[str, Any] = {"api_key": key, "base_url": self.base_url, "max_retries": self._max_retries}
+        if self._timeout is not None:
+            options["timeout"] = self._timeout
+        return openai.AsyncOpenAI(**options)
 
     async def aclose(self) -> None:
-        """Close the HTTP clients this model made (not one passed in)."""
-        clients = list(self._clients.values())
-        self._clients.clear()
-        for client in clients:
-            await client.close()
+        """Close the HTTP client this model made for the running event loop (not one passed in).
+
+        Clients are also closed when their event loop shuts down (as `asyncio.run` does).
+        """
+        await self._clients.aclose()
 
     def build_messages(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Convert normalized messages to chat completion messages for this model's tool mode."""
@@ -214,7 +210,7 @@ class OpenAIModel:
         import openai
 
         try:
-            completion = await self._client().chat.completions.create(**params)
+            completion = await (await self._client()).chat.completions.create(**params)
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
         if not completion.choices:
@@ -246,7 +242,7 @@ class OpenAIModel:
         import openai
 
         try:
-            return await self._client().post(url, cast_to=object, body=body)
+            return await (await self._client()).post(url, cast_to=object, body=body)
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
 

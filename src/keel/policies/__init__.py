@@ -7,7 +7,7 @@ a tool never starts before every policy has decided about it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,6 +30,8 @@ class Decision:
         reason: why; shown to the model on deny, recorded in events always.
         arguments: replacement tool arguments, for `modify` in `before_tool`.
         content: replacement tool result text, for `modify` in `after_tool`.
+        tools: the only tools to offer in this request, for `modify` in `before_model` (an empty list
+            leaves the model only the final answer or giving up).
         policy: the deciding policy's name (filled in by the loop).
     """
 
@@ -37,6 +39,7 @@ class Decision:
     reason: str = ""
     arguments: dict[str, Any] | None = None
     content: str | None = None
+    tools: list[str] | None = None
     policy: str = ""
 
     @classmethod
@@ -50,9 +53,16 @@ class Decision:
         return cls("deny", reason)
 
     @classmethod
-    def modify(cls, reason: str, *, arguments: dict[str, Any] | None = None, content: str | None = None) -> Decision:
-        """Proceed with replaced arguments (before a tool) or a replaced result (after it)."""
-        return cls("modify", reason, arguments, content)
+    def modify(
+        cls,
+        reason: str,
+        *,
+        arguments: dict[str, Any] | None = None,
+        content: str | None = None,
+        tools: list[str] | None = None,
+    ) -> Decision:
+        """Proceed with replaced arguments (before a tool), a replaced result (after it), or fewer tools."""
+        return cls("modify", reason, arguments, content, tools)
 
     @classmethod
     def pause(cls, reason: str) -> Decision:
@@ -79,6 +89,7 @@ class PolicyContext:
         messages: the conversation so far.
         usage: tokens and cost so far.
         metadata: free-form values the caller attached to the run (tenant, user).
+        tools: the agent's tools by name.
     """
 
     run_id: str
@@ -87,6 +98,7 @@ class PolicyContext:
     messages: Sequence[Message]
     usage: Usage
     metadata: dict[str, Any] = field(default_factory=dict)
+    tools: Mapping[str, Tool] = field(default_factory=dict)
 
 
 class Policy:
