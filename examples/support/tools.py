@@ -3,6 +3,8 @@
 Each call opens the database named by `$SUPPORT_DB` (default `.keel/support.db`, created from the
 seed on first use), read when the call runs so tests can point it elsewhere. Expected failures
 become `ToolError`s the model reads; the docstrings are what the model sees, so they stay short.
+The example ids in argument descriptions (A-1234, C-1234) match no record: small models sometimes
+copy them, and then get "does not exist" instead of acting on a real order.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def lookup_order(order_id: str) -> dict[str, Any]:
     """Get an order: status, items, total, delivery date and whether a refund is possible.
 
     Args:
-        order_id: the order id, like A-1001.
+        order_id: the order id, like A-1234.
     """
     with _shop() as conn:
         return shop.lookup_order(conn, order_id, data.today())
@@ -71,7 +73,7 @@ def list_orders(customer_id: str, status: OrderStatus | None = None) -> dict[str
     """List a customer's 10 most recent orders with id, status and total.
 
     Args:
-        customer_id: the customer id, like C-1001 (from find_customer).
+        customer_id: the customer id, like C-1234 (from find_customer).
         status: only orders with this status; default all.
     """
     with _shop() as conn:
@@ -83,7 +85,7 @@ def track_shipment(order_id: str) -> dict[str, Any]:
     """Track an order's parcel: carrier, tracking number, expected delivery and latest events.
 
     Args:
-        order_id: the order id, like A-1001.
+        order_id: the order id, like A-1234.
     """
     with _shop() as conn:
         return shop.track_shipment(conn, order_id)
@@ -94,7 +96,7 @@ def update_shipping_address(order_id: str, address: Address, ctx: ToolContext) -
     """Change the shipping address of an order that has not shipped yet.
 
     Args:
-        order_id: the order id, like A-1006.
+        order_id: the order id, like A-1234.
         address: the new address.
         ctx: injected by keel, not shown to the model.
     """
@@ -107,7 +109,7 @@ def refund_order(order_id: str, amount: Decimal, reason: str, ctx: ToolContext) 
     """Refund a delivered or returned order to the customer's original payment method.
 
     Args:
-        order_id: the order id, like A-1002.
+        order_id: the order id, like A-1234.
         amount: euros to refund, like 34.90; at most what was paid minus earlier refunds.
         reason: why, in a few words.
         ctx: injected by keel, not shown to the model.
@@ -121,7 +123,7 @@ def search_kb(query: str) -> dict[str, Any]:
     """Search the help articles (shipping, returns, refunds, payment, warranty, account, contact).
 
     Args:
-        query: a few keywords, like "international shipping time".
+        query: keywords from the customer's question.
     """
     hits = kb.search(query)
     if not hits:

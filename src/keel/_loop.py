@@ -194,6 +194,9 @@ async def run_loop(
         request_number.set(step)
         raw = await steps("model", functools.partial(_model_step, model, memory, list(messages), offered))
         response = ModelResponse.from_dict(raw["response"])
+        for k, call in enumerate(response.message.tool_calls):
+            if not call.id:  # some providers (and the JSON envelope) give no call ids
+                call.id = f"call_{step}_{k}"
         usage += response.usage
         emit(
             RunEvent(

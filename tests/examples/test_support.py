@@ -165,6 +165,15 @@ def test_find_customer_by_email_and_by_name(db: Path) -> None:
         tools.find_customer("nobody@example.com")
     with pytest.raises(ToolError, match="no customer is named"):
         tools.find_customer("Zebedee")
+    with pytest.raises(ToolError, match="'A-1001' is an order id, not a customer; use lookup_order"):
+        tools.find_customer("A-1001")
+
+
+def test_example_ids_in_tool_descriptions_match_no_record(db: Path) -> None:
+    with pytest.raises(ToolError, match="does not exist"):
+        tools.lookup_order("A-1234")
+    with pytest.raises(ToolError, match="does not exist"):
+        tools.list_orders("C-1234")
 
 
 def test_lookup_order(db: Path) -> None:

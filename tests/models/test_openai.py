@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import enum
+import gc
 import http.server
 import json
 import threading
@@ -82,19 +84,7 @@ def register(
     counts: dict[str, int] | None = None,
     mode: Literal["fast", "slow"] = "fast",
 ) -> str:
-    """Register a person.
-
-    Args:
-        person: who.
-        color: a favourite colour.
-        amount: money.
-        when: a time.
-        day: a day.
-        note: free text.
-        tags: labels.
-        counts: numbers by name.
-        mode: speed.
-    """
+    """Register a person."""
     return "ok"
 
 
@@ -321,7 +311,7 @@ def test_envelope_schema_hoists_definitions_per_tool() -> None:
     ids=["simple", "nested", "single"],
 )
 def test_llama_cpp_accepts_envelope_schema(tools: list[dict[str, Any]]) -> None:
-    xllamacpp = pytest.importorskip("xllamacpp")
+    import xllamacpp
     grammar = xllamacpp.json_schema_to_grammar(envelope_schema(tools))
     assert isinstance(grammar, str)
     assert grammar
@@ -486,3 +476,17 @@ async def test_native_round_trip_over_loopback(
     assert seen[0]["path"] == "/v1/chat/completions"
     assert seen[0]["auth"] == "Bearer not-needed"
     assert seen[0]["body"]["tools"][0]["function"]["name"] == "add"
+
+
+def test_a_client_per_event_loop_closed_with_its_loop(
+    local_server: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    url, seen = local_server
+    model = OpenAIModel("local-test", base_url=url)
+    for _ in range(3):  # as repeated run_sync calls do: a new loop each time
+        response = asyncio.run(model.request([UserMessage("1+1")], TOOLS))
+        assert response.message.tool_calls[0].id == "call_9"
+        assert len(model._clients) == 0
+    gc.collect()  # an unclosed socket would warn here, and warnings are errors
+    assert len(seen) == 3

@@ -71,6 +71,44 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def type_hint(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> str:
+    """A short TypeScript-like rendering of a JSON Schema (the grammar enforces the full schema)."""
+    if "$ref" in schema:
+        target = defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {})
+        return type_hint(target, defs, depth)
+    if "enum" in schema:
+        return "|".join(json.dumps(v) for v in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [type_hint(o, defs, depth) for o in schema[key] if o.get("type") != "null"]
+            return "|".join(dict.fromkeys(options)) or "null"
+    kind = schema.get("type")
+    if kind == "array":
+        return type_hint(schema.get("items") or {}, defs, depth) + "[]"
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        if not props:
+            return "object"
+        if depth >= 2:
+            return "{" + ", ".join(props) + "}"
+        return "{" + signature(schema, defs, depth + 1) + "}"
+    if kind == "string" and schema.get("format") in ("date-time", "date"):
+        return f"string ({schema['format']})"
+    return str(kind or "any")
+
+
+def signature(parameters: dict[str, Any], defs: dict[str, Any] | None = None, depth: int = 0) -> str:
+    """Arguments as ``name: type`` pairs, optional ones marked ``?``."""
+    defs = {**(defs or {}), **parameters.get("$defs", {})}
+    required = set(parameters.get("required") or [])
+    return ", ".join(
+        f"{name}{'' if name in required else '?'}: {type_hint(prop, defs, depth)}"
+        for name, prop in (parameters.get("properties") or {}).items()
+    )
+
+
 def envelope_prompt(tools: Sequence[dict[str, Any]]) -> str:
     """The instructions that explain the JSON envelope and list the tools.
 
@@ -82,7 +120,7 @@ def envelope_prompt(tools: Sequence[dict[str, Any]]) -> str:
         t["tool"].substitute(
             name=spec["name"],
             description=spec.get("description") or spec["name"],
-            parameters=compact_json(spec.get("parameters") or {"type": "object", "properties": {}}),
+            parameters=signature(spec.get("parameters") or {}),
         )
         for spec in tools
     ]

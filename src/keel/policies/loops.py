@@ -13,6 +13,7 @@ from . import ALLOW, Decision, Policy, PolicyContext
 __all__ = ["LoopGuard"]
 
 REPEAT = "repeated call"
+MAX_QUOTE = 600
 
 
 def _key(call: ToolCall) -> tuple[str, str]:
@@ -70,9 +71,15 @@ class LoopGuard(Policy):
                 if earlier.id == call.id or earlier.id in rejected:
                     continue
                 if _key(earlier) == key:
+                    previous = next(
+                        (m.content for m in ctx.messages if isinstance(m, ToolMessage) and m.call_id == earlier.id),
+                        "",
+                    )
+                    if len(previous) > MAX_QUOTE:
+                        previous = previous[:MAX_QUOTE] + "..."
                     return Decision.deny(
-                        f"{REPEAT}: {call.name} was already called with these arguments and its result is "
-                        "above; use it to give the final answer, or call a different tool"
+                        f"{REPEAT}: {call.name} already returned this for the same arguments: {previous}\n"
+                        "Use that result to answer, or call a different tool."
                     )
                 earlier_tool = ctx.tools.get(earlier.name)
                 if earlier_tool is not None and earlier_tool.side_effects:
