@@ -212,7 +212,7 @@ async def test_before_model_pause_leaves_the_run_waiting() -> None:
 
     model = ScriptedModel(["never"])
     result = await Agent("calc", model, policies=[Hold()]).run("x", runtime=MEMORY)
-    assert result.status == "waiting" and model.calls == 0
+    assert result.status == "needs_attention" and model.calls == 0
 
 
 async def test_events_tell_the_story_in_order() -> None:

@@ -1,27 +1,25 @@
 """The perceive-reason-act loop, and nothing else.
 
-Read it top to bottom: ask the model, validate what it said, let the policies decide, run the tools,
-repeat until a validated final answer, a give-up, a limit, or a pause. Every model and tool call
-goes through `steps` (the durable seam); every observation goes out through `emit`.
+Read it top to bottom: ask the policies, ask the model, validate what it said, let the policies decide
+on each tool call (a person too, when one must), run the tools, repeat until a validated final answer,
+a give-up, a limit, or a pause. Every model and tool call goes through `steps` (the durable seam);
+every observation goes out through `emit`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
-import operator
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pydantic
 
-from .exceptions import Signal, ToolError
+from ._tool_exec import model_step, tool_step
+from ._validate import validate
 from .memory.short_term import ShortTermMemory
 from .messages import (
-    AssistantMessage,
     Message,
     ModelResponse,
     RunEvent,
@@ -32,38 +30,55 @@ from .messages import (
     UserMessage,
     message_from_dict,
 )
-from .models._base import Model, request_number
-from .policies import ALLOW, Decision, Policy, PolicyContext
+from .models._base import request_number
+from .policies import Decision, Policy, PolicyContext
+from .policies.approvals import arguments_hash
 from .tools import Tool, ToolArgumentsError, ToolContext
 
 if TYPE_CHECKING:
     from .agent import Agent
 
-__all__ = ["RunResult", "RunStatus", "StepRunner", "run_loop"]
+__all__ = ["RunResult", "RunStatus", "StepInterrupted", "StepRunner", "Suspend", "run_loop"]
 
 RunStatus = Literal["done", "failed", "waiting", "needs_attention"]
-GIVE_UP = "give_up"
-FINAL_RESULT = "final_result"
-CONTROL_TOOLS = frozenset({GIVE_UP, FINAL_RESULT, "final_answer"})
+StepFn = Callable[[], Awaitable[dict[str, Any]]]
 
-GIVE_UP_SPEC: dict[str, Any] = {
-    "name": GIVE_UP,
-    "description": "Stop because the task cannot be completed with the tools available; say why.",
-    "parameters": {
-        "type": "object",
-        "properties": {"reason": {"type": "string", "description": "why the task cannot be completed"}},
-        "required": ["reason"],
-    },
-}
+
+class Suspend(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a step runner when the run must wait for a person; the run ends for now, resumable."""
+
+    def __init__(self, status: RunStatus, reason: str, request_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.request_id = status, reason, request_id
+
+
+class StepInterrupted(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """A guarded step was started but never finished: its worker stopped while it ran."""
 
 
 class StepRunner(Protocol):
-    """The seam for effects: runs `fn` once per run and journals its JSON-ready result."""
+    """The seam for effects: each step runs once per run and its JSON-ready result is journaled."""
 
     run_id: str
 
-    async def __call__(self, name: str, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        """Run (or replay) one step."""
+    async def __call__(self, name: str, fn: StepFn, *, guard: bool = False) -> dict[str, Any]:
+        """Run (or replay) one step. `guard` journals the start first, so an interrupted run can tell.
+
+        Raises:
+            StepInterrupted: replaying a guarded step that started but never finished.
+        """
+        ...
+
+    async def complete(self, fn: StepFn) -> dict[str, Any]:
+        """Finish the interrupted guarded step with `fn`'s result."""
+        ...
+
+    async def decide(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Ask a person (approval, interrupted call, pause) and return the decision once made.
+
+        Raises:
+            Suspend: no decision yet; the run stops here until one is made.
+        """
         ...
 
 
@@ -73,13 +88,13 @@ class RunResult:
 
     Attributes:
         run_id: the run's id.
-        status: `done`, `failed`, `waiting` (paused for a person) or `needs_attention`.
+        status: `done`, `failed`, `waiting` (for an approval) or `needs_attention` (a person must decide).
         output: the final answer: text, or an instance of the agent's `output_type`.
         steps: model requests made.
         usage: tokens and cost of the whole run.
         messages: the full conversation.
-        error: what went wrong, naming the fix, when the run did not finish.
-        error_type: the error's kind (`ModelError`, `ToolFailed`, `BudgetExceeded`, `GaveUp`, ...).
+        error: what went wrong or what the run waits for, naming the fix.
+        error_type: the kind (`ModelError`, `ToolFailed`, `BudgetExceeded`, `GaveUp`, `Paused`, ...).
     """
 
     run_id: str
@@ -125,16 +140,10 @@ class RunResult:
         )
 
 
-@dataclass(slots=True)
-class _Verdict:
-    """What the model's answer amounts to, once validated."""
-
-    final: Any = None
-    is_final: bool = False
-    give_up: str | None = None
-    calls: list[tuple[ToolCall, Tool, dict[str, Any]]] = field(default_factory=list)
-    feedback: list[Message] = field(default_factory=list)  # non-empty: the answer was rejected
-    problems: list[str] = field(default_factory=list)
+class _Stop(Exception):  # noqa: N818 - ends the run from deep inside a turn
+    def __init__(self, status: RunStatus, error: str, kind: str, pending: ToolMessage | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.kind, self.pending = status, error, kind, pending
 
 
 async def run_loop(
@@ -144,364 +153,274 @@ async def run_loop(
     emit: Callable[[RunEvent], None],
     metadata: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Run `agent` on `task` until it finishes, gives up, hits a limit or pauses."""
-    run_id = steps.run_id
-    model = agent.model
-    memory = ShortTermMemory(agent.context_budget)
-    specs = agent.tool_specs
-    messages: list[Message] = [SystemMessage(agent.system_prompt), UserMessage(task)]
-    usage = Usage()
-    rejections = 0
-    step = 0
-    emit(RunEvent("run_started", run_id, 0, {"agent": agent.name, "task": task, "model": model.name}))
+    """Run `agent` on `task` until it finishes, gives up, hits a limit or waits for a person."""
+    run = _Run(agent, task, steps, emit, metadata or {})
+    try:
+        return await run.loop()
+    except Suspend as pause:
+        return run.finish(pause.status, None, pause.reason, "Paused" if pause.status == "waiting" else "NeedsAttention")
+    except _Stop as stop:
+        if stop.pending is not None:
+            run.messages.append(stop.pending)
+        return run.finish(stop.status, None, stop.error, stop.kind)
 
-    def finish(status: RunStatus, output: Any = None, error: str | None = None, kind: str | None = None) -> RunResult:
-        result = RunResult(run_id, status, output, step, usage, messages, error, kind)
-        emit(
-            RunEvent(
-                "run_finished",
-                run_id,
-                step,
-                {"status": status, "error": error, "error_type": kind, "usage": usage.to_dict()},
-            )
-        )
-        return result
 
-    while True:
-        if step >= agent.max_steps:
-            return finish(
-                "failed",
-                None,
-                f"the run reached max_steps={agent.max_steps} without a final answer; "
-                "raise max_steps or simplify the task",
-                "BudgetExceeded",
+class _Run:
+    """The state of one run while the loop drives it."""
+
+    def __init__(
+        self, agent: Agent, task: str, steps: StepRunner, emit: Callable[[RunEvent], None], metadata: dict[str, Any]
+    ) -> None:
+        self.agent, self.steps, self.emit, self.metadata = agent, steps, emit, metadata
+        self.run_id = steps.run_id
+        self.memory = ShortTermMemory(agent.context_budget)
+        self.messages: list[Message] = [SystemMessage(agent.system_prompt), UserMessage(task)]
+        self.usage = Usage()
+        self.step = 0
+        self.event("run_started", agent=agent.name, task=task, model=agent.model.name)
+
+    def event(self, kind: Any, **data: Any) -> None:
+        self.emit(RunEvent(kind, self.run_id, self.step, data))
+
+    def finish(
+        self, status: RunStatus, output: Any = None, error: str | None = None, kind: str | None = None
+    ) -> RunResult:
+        self.event("run_finished", status=status, error=error, error_type=kind, usage=self.usage.to_dict())
+        return RunResult(self.run_id, status, output, self.step, self.usage, self.messages, error, kind)
+
+    def decided(self, decision: Decision, policy: Policy, tool: str | None) -> Decision:
+        if not decision.policy:
+            decision = dataclasses.replace(decision, policy=policy.name)
+        self.event("policy_decision", policy=decision.policy, action=decision.action, reason=decision.reason, tool=tool)
+        return decision
+
+    async def loop(self) -> RunResult:
+        agent, rejections = self.agent, 0
+        while True:
+            if self.step >= agent.max_steps:
+                raise _Stop(
+                    "failed",
+                    f"the run reached max_steps={agent.max_steps} without a final answer; "
+                    "raise max_steps or simplify the task",
+                    "BudgetExceeded",
+                )
+            self.step += 1
+            ctx = PolicyContext(
+                self.run_id, agent.name, self.step, self.messages, self.usage, self.metadata, agent.tools_by_name
             )
-        step += 1
-        ctx = PolicyContext(run_id, agent.name, step, messages, usage, metadata or {}, agent.tools_by_name)
-        offered = specs
-        for policy in agent.policies:
-            decision = _named(await policy.before_model(ctx), policy)
+            offered = await self.before_model(ctx)
+            response = await self.ask_model(offered)
+            for policy in agent.policies:
+                decision = await policy.after_model(ctx, response)
+                if decision.action != "allow":
+                    await self.objection(self.decided(decision, policy, None))
+
+            verdict = validate(response.message, agent, {s["name"] for s in offered})
+            self.messages.append(response.message)
+            if verdict.feedback:
+                rejections += 1
+                self.messages.extend(verdict.feedback)
+                self.event("output_rejected", problems=verdict.problems, attempt=rejections)
+                if rejections > agent.output_retries:
+                    raise _Stop(
+                        "failed",
+                        f"the model's output was malformed {rejections} times in a row "
+                        f"(last: {'; '.join(verdict.problems)}); nothing of it was executed. Use a stronger "
+                        "model, simplify the tools or output schema, or raise output_retries",
+                        "ModelError",
+                    )
+                continue
+            rejections = 0
+            if verdict.is_final:
+                return self.finish("done", verdict.final)
+            if verdict.give_up is not None:
+                return self.finish("failed", verdict.give_up, f"the agent gave up: {verdict.give_up}", "GaveUp")
+            for index, (call, tool, kwargs) in enumerate(verdict.calls):
+                self.messages.append(await self.handle_call(ctx, index, call, tool, kwargs))
+
+    async def before_model(self, ctx: PolicyContext) -> list[dict[str, Any]]:
+        offered = self.agent.tool_specs
+        for policy in self.agent.policies:
+            decision = await policy.before_model(ctx)
             if decision.action == "allow":
                 continue
-            _emit_decision(emit, run_id, step, policy.name, decision, None)
+            decision = self.decided(decision, policy, None)
             if decision.action == "modify" and decision.tools is not None:
-                allowed = CONTROL_TOOLS.union(decision.tools)
+                allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
                 offered = [s for s in offered if s["name"] in allowed]
             elif decision.action != "modify":
-                return _stopped(finish, decision)
+                await self.objection(decision)
+        return offered
 
-        emit(RunEvent("model_request", run_id, step, {"messages": len(messages), "tools": len(offered)}))
-        request_number.set(step)
-        raw = await steps("model", functools.partial(_model_step, model, memory, list(messages), offered))
+    async def objection(self, decision: Decision, pending: ToolMessage | None = None) -> None:
+        """Act on a deny/stop/pause outside a tool call: deny and stop end the run; pause asks a person."""
+        if decision.action == "pause":
+            await self.ask_person(f"{decision.policy}: {decision.reason}")
+            return
+        if decision.action in ("deny", "stop"):
+            raise _Stop("failed", f"stopped by {decision.policy}: {decision.reason}", "PolicyStop", pending)
+
+    async def ask_person(self, reason: str, **request: Any) -> None:
+        """Pause until a person says continue (with an optional note the model sees) or fail."""
+        choice = await self.steps.decide("pause", {"reason": reason, **request})
+        if choice.get("decision") == "fail":
+            raise _Stop("failed", f"a person ended the run: {choice.get('note') or reason}", "Stopped")
+        if choice.get("note"):
+            self.messages.append(UserMessage(f"A person reviewed the run and says: {choice['note']}"))
+
+    async def ask_model(self, offered: list[dict[str, Any]]) -> ModelResponse:
+        self.event("model_request", messages=len(self.messages), tools=len(offered))
+        request_number.set(self.step)
+        step_fn = functools.partial(model_step, self.agent.model, self.memory, list(self.messages), offered)
+        raw = await self.steps("model", step_fn)
         response = ModelResponse.from_dict(raw["response"])
         for k, call in enumerate(response.message.tool_calls):
             if not call.id:  # some providers (and the JSON envelope) give no call ids
-                call.id = f"call_{step}_{k}"
-        usage += response.usage
-        emit(
-            RunEvent(
-                "model_response",
-                run_id,
-                step,
-                {
-                    "content": response.message.content,
-                    "tool_calls": [c.to_dict() for c in response.message.tool_calls],
-                    "usage": response.usage.to_dict(),
-                    "duration_ms": raw["duration_ms"],
-                    "window": raw["window"],
-                },
-            )
+                call.id = f"call_{self.step}_{k}"
+        self.usage += response.usage
+        self.event(
+            "model_response",
+            content=response.message.content,
+            tool_calls=[c.to_dict() for c in response.message.tool_calls],
+            usage=response.usage.to_dict(),
+            duration_ms=raw["duration_ms"],
+            window=raw["window"],
         )
         if raw["window"]["shortened"] or raw["window"]["omitted"]:
-            emit(RunEvent("context_trimmed", run_id, step, raw["window"]))
-        after = operator.methodcaller("after_model", ctx, response)
-        decision = await _first_objection(after, agent, emit, run_id, step)
-        if decision.action != "allow":
-            return _stopped(finish, decision)
+            self.event("context_trimmed", **raw["window"])
+        return response
 
-        verdict = _validate(response.message, agent, {s["name"] for s in offered})
-        messages.append(response.message)
-        if verdict.feedback:
-            rejections += 1
-            messages.extend(verdict.feedback)
-            emit(RunEvent("output_rejected", run_id, step, {"problems": verdict.problems, "attempt": rejections}))
-            if rejections > agent.output_retries:
-                return finish(
-                    "failed",
-                    None,
-                    f"the model's output was malformed {rejections} times in a row "
-                    f"(last: {'; '.join(verdict.problems)}); nothing of it was executed. Use a stronger "
-                    "model, simplify the tools or output schema, or raise output_retries",
-                    "ModelError",
-                )
-            continue
-        rejections = 0
-        if verdict.is_final:
-            return finish("done", verdict.final)
-        if verdict.give_up is not None:
-            return finish("failed", verdict.give_up, f"the agent gave up: {verdict.give_up}", "GaveUp")
+    async def handle_call(
+        self, ctx: PolicyContext, index: int, call: ToolCall, tool: Tool, kwargs: dict[str, Any]
+    ) -> ToolMessage:
+        """Every policy decides, a person too if one asks; then the tool runs (or does not)."""
 
-        for index, (call, tool, kwargs) in enumerate(verdict.calls):
-            ctx.step = step
-            decision = ALLOW
-            for policy in agent.policies:
-                decision = _named(await policy.before_tool(ctx, call, tool), policy)
-                if decision.action == "modify" and decision.arguments is not None:
-                    _emit_decision(emit, run_id, step, policy.name, decision, call.name)
-                    try:
-                        kwargs = tool.validate(decision.arguments)
-                        call = ToolCall(call.name, decision.arguments, call.id)
-                    except ToolArgumentsError as exc:
-                        decision = Decision.deny(f"{policy.name} changed the arguments into invalid ones: {exc}")
-                if decision.action not in ("allow", "modify"):
-                    _emit_decision(emit, run_id, step, policy.name, decision, call.name)
-                    break
-            if decision.action in ("stop", "pause"):
-                messages.append(
-                    ToolMessage(call.id, call.name, f"not run: {decision.reason}", is_error=True, rejected=True)
-                )
-                return _stopped(finish, decision)
-            if decision.action == "deny":
-                result = ToolMessage(call.id, call.name, f"denied: {decision.reason}", is_error=True, rejected=True)
-            else:
-                emit(
-                    RunEvent(
-                        "tool_call", run_id, step, {"name": call.name, "arguments": call.arguments, "call_id": call.id}
-                    )
-                )
-                tctx = ToolContext(run_id, call.id, step, f"{run_id}/{step}/{index}")
-                raw = await steps(f"tool:{call.name}", functools.partial(_tool_step, tool, kwargs, tctx))
-                result = ToolMessage(call.id, call.name, raw["content"], raw["is_error"])
-                if raw.get("failed"):
-                    messages.append(result)
-                    emit(
-                        RunEvent(
-                            "tool_result",
-                            run_id,
-                            step,
-                            {
-                                "name": call.name,
-                                "call_id": call.id,
-                                "content": result.content,
-                                "is_error": True,
-                                "duration_ms": raw["duration_ms"],
-                            },
-                        )
-                    )
-                    return finish(
-                        "failed",
-                        None,
-                        f"tool {call.name!r} raised {raw['failed']}; the run stopped with "
-                        "its state kept: fix the tool (or raise ToolError for failures the model should "
-                        "see) and resume the run",
-                        "ToolFailed",
-                    )
-                for policy in agent.policies:
-                    decision = _named(await policy.after_tool(ctx, call, result), policy)
-                    if decision.action == "modify" and decision.content is not None:
-                        result = ToolMessage(call.id, call.name, decision.content, result.is_error)
-                    elif decision.action == "deny":
-                        result = ToolMessage(call.id, call.name, f"withheld: {decision.reason}", is_error=True)
-                    if decision.action != "allow":
-                        _emit_decision(emit, run_id, step, policy.name, decision, call.name)
-                    if decision.action in ("stop", "pause"):
-                        messages.append(result)
-                        return _stopped(finish, decision)
-                emit(
-                    RunEvent(
-                        "tool_result",
-                        run_id,
-                        step,
-                        {
-                            "name": call.name,
-                            "call_id": call.id,
-                            "content": result.content,
-                            "is_error": result.is_error,
-                            "duration_ms": raw["duration_ms"],
-                        },
-                    )
-                )
-            messages.append(result)
+        def refused(text: str) -> ToolMessage:
+            return ToolMessage(call.id, call.name, text, is_error=True, rejected=True)
 
-
-def _named(decision: Decision, policy: Policy) -> Decision:
-    if decision.action == "allow" or decision.policy:
-        return decision
-    return dataclasses.replace(decision, policy=policy.name)
-
-
-def _stopped(finish: Callable[..., RunResult], decision: Decision) -> RunResult:
-    if decision.action == "pause":
-        return finish("waiting", None, f"paused by {decision.policy}: {decision.reason}", "Paused")
-    return finish("failed", None, f"stopped by {decision.policy}: {decision.reason}", "PolicyStop")
-
-
-def _emit_decision(
-    emit: Callable[[RunEvent], None], run_id: str, step: int, policy: str, decision: Decision, tool: str | None
-) -> None:
-    emit(
-        RunEvent(
-            "policy_decision",
-            run_id,
-            step,
-            {"policy": policy, "action": decision.action, "reason": decision.reason, "tool": tool},
-        )
-    )
-
-
-async def _first_objection(
-    hook: Callable[[Policy], Awaitable[Decision]],
-    agent: Agent,
-    emit: Callable[[RunEvent], None],
-    run_id: str,
-    step: int,
-) -> Decision:
-    """Ask each policy in order; the first decision that is not `allow` wins."""
-    for policy in agent.policies:
-        decision = _named(await hook(policy), policy)
-        if decision.action != "allow":
-            _emit_decision(emit, run_id, step, policy.name, decision, None)
-            return decision
-    return ALLOW
-
-
-async def _model_step(
-    model: Model, memory: ShortTermMemory, messages: list[Message], specs: list[dict[str, Any]]
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    window = await memory.fit(messages, model, specs)
-    response = await model.request(window.messages, specs, max_tokens=model.profile.max_output_tokens)
-    return {
-        "response": response.to_dict(),
-        "window": {
-            "tokens": window.tokens,
-            "budget": window.budget,
-            "shortened": window.shortened,
-            "omitted": window.omitted,
-        },
-        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-    }
-
-
-async def _tool_step(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    started = time.perf_counter()
-    if tool.context_param is not None:
-        kwargs = {**kwargs, tool.context_param: ctx}
-    out: dict[str, Any]
-    try:
-        call = functools.partial(tool.func, **kwargs)
-        pending = call() if tool.is_async else asyncio.to_thread(call)
-        value = await asyncio.wait_for(pending, tool.timeout) if tool.timeout else await pending
-        out = {"content": tool.serialize(value), "is_error": False}
-    except ToolError as exc:
-        out = {"content": str(exc) or type(exc).__name__, "is_error": True}
-    except TimeoutError:
-        out = {"content": f"{tool.name} did not finish within its {tool.timeout} s timeout", "is_error": True}
-    except Signal:
-        raise
-    except Exception as exc:
-        out = {
-            "content": f"{tool.name} failed unexpectedly",
-            "is_error": True,
-            "failed": f"{type(exc).__name__}: {exc}",
-        }
-    out["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-    return out
-
-
-def _validate(message: AssistantMessage, agent: Agent, offered: set[str]) -> _Verdict:
-    """Check the model's answer against the tools and the output type; never runs anything."""
-    verdict = _Verdict()
-    calls = message.tool_calls
-    if not calls:
-        return _final_from_text(message.content, agent, verdict)
-
-    control = [c for c in calls if c.name in CONTROL_TOOLS]
-    if control and len(calls) > 1:
-        problem = f"{control[0].name} must be called alone, after the other tools have returned"
-        verdict.problems.append(problem)
-        verdict.feedback = [
-            ToolMessage(c.id, c.name, f"not run: {problem}", is_error=True, rejected=True) for c in calls
-        ]
-        return verdict
-    if control:
-        call = control[0]
-        if call.name == GIVE_UP:
-            verdict.give_up = str(call.arguments.get("reason") or "no reason given")
-            return verdict
-        if call.name == FINAL_RESULT and agent.output_type is not None:
+        pause: Decision | None = None
+        for policy in self.agent.policies:
+            decision = await policy.before_tool(ctx, call, tool)
+            if decision.action == "allow":
+                continue
+            decision = self.decided(decision, policy, call.name)
+            if decision.action == "modify" and decision.arguments is not None:
+                try:
+                    kwargs = tool.validate(decision.arguments)
+                except ToolArgumentsError as exc:
+                    return refused(f"denied: {policy.name} changed the arguments into invalid ones: {exc}")
+                call = ToolCall(call.name, decision.arguments, call.id)
+            elif decision.action == "deny":
+                return refused(f"denied: {decision.reason}")
+            elif decision.action == "stop":
+                await self.objection(decision, refused(f"not run: {decision.reason}"))
+            elif decision.action == "pause" and pause is None:
+                pause = decision
+        if pause is not None:
+            approved = await self.approve(call, pause)
+            if isinstance(approved, str):
+                return refused(approved)
+            call = approved
             try:
-                verdict.final = agent.output_type.model_validate(call.arguments)
-                verdict.is_final = True
-            except pydantic.ValidationError as exc:
-                problem = _describe_output_error(exc)
-                verdict.problems.append(problem)
-                verdict.feedback = [ToolMessage(call.id, call.name, problem, is_error=True, rejected=True)]
-            return verdict
-        if call.name == "final_answer" and agent.output_type is None:
-            return _final_from_text(str(call.arguments.get("answer") or ""), agent, verdict)
+                kwargs = tool.validate(call.arguments)
+            except ToolArgumentsError as exc:
+                return refused(f"the approved arguments are invalid: {exc}")
 
-    by_name = agent.tools_by_name
-    checked: list[tuple[ToolCall, Tool | None, dict[str, Any] | str]] = []
-    for call in calls:
-        tool = by_name.get(call.name)
-        if tool is not None and call.name not in offered:
-            checked.append((call, None, f"tool {call.name!r} is not available for this reply; give the final answer"))
-            continue
-        if tool is None:
-            checked.append((call, None, f"unknown tool {call.name!r}; available tools: {', '.join(sorted(by_name))}"))
-            continue
-        try:
-            checked.append((call, tool, tool.validate(call.arguments)))
-        except ToolArgumentsError as exc:
-            checked.append((call, tool, str(exc)))
-    bad = [outcome for _, _, outcome in checked if isinstance(outcome, str)]
-    if bad:
-        verdict.problems.extend(bad)
-        for call, _, outcome in checked:
-            reply = outcome if isinstance(outcome, str) else "not run: another call in this turn was invalid; retry it"
-            verdict.feedback.append(ToolMessage(call.id, call.name, reply, is_error=True, rejected=True))
-        return verdict
-    verdict.calls = [(c, t, k) for c, t, k in checked if t is not None and isinstance(k, dict)]
-    return verdict
-
-
-def _final_from_text(text: str | None, agent: Agent, verdict: _Verdict) -> _Verdict:
-    text = (text or "").strip()
-    if agent.output_type is None:
-        if text:
-            verdict.final, verdict.is_final = text, True
-            return verdict
-        problem = "the answer was empty; reply with the final answer, call a tool, or call give_up"
-    else:
-        try:
-            verdict.final = agent.output_type.model_validate_json(text)
-            verdict.is_final = True
-            return verdict
-        except pydantic.ValidationError as exc:
-            problem = (
-                "the final answer must be given by calling final_result with arguments matching its schema; "
-                + _describe_output_error(exc)
+        self.event("tool_call", name=call.name, arguments=call.arguments, call_id=call.id)
+        tctx = ToolContext(self.run_id, call.id, self.step, f"{self.run_id}/{self.step}/{index}")
+        raw = await self.run_tool(call, tool, functools.partial(tool_step, tool, kwargs, tctx))
+        result = ToolMessage(call.id, call.name, raw["content"], raw["is_error"])
+        if raw.get("failed"):
+            self.event(
+                "tool_result",
+                name=call.name,
+                call_id=call.id,
+                content=result.content,
+                is_error=True,
+                duration_ms=raw["duration_ms"],
             )
-    verdict.problems.append(problem)
-    verdict.feedback = [UserMessage(problem)]
-    return verdict
+            raise _Stop(
+                "failed",
+                f"tool {call.name!r} raised {raw['failed']}; the run stopped with its state kept: fix the tool "
+                "(or raise ToolError for failures the model should see) and resume the run",
+                "ToolFailed",
+                result,
+            )
+        if raw.get("escalate"):
+            self.messages.append(result)  # the person sees what the tool said before deciding
+            await self.ask_person(f"{call.name} asked for a person: {raw['escalate']}", tool=call.name)
+            self.messages.pop()
+        for policy in self.agent.policies:
+            decision = await policy.after_tool(ctx, call, result)
+            if decision.action == "allow":
+                continue
+            decision = self.decided(decision, policy, call.name)
+            if decision.action == "modify" and decision.content is not None:
+                result = dataclasses.replace(result, content=decision.content)
+            elif decision.action == "deny":
+                result = ToolMessage(call.id, call.name, f"withheld: {decision.reason}", is_error=True)
+            else:
+                await self.objection(decision, result)
+        self.event(
+            "tool_result",
+            name=call.name,
+            call_id=call.id,
+            content=result.content,
+            is_error=result.is_error,
+            duration_ms=raw["duration_ms"],
+        )
+        return result
 
+    async def approve(self, call: ToolCall, pause: Decision) -> ToolCall | str:
+        """Ask a person to approve this exact call; return the call to run, or why it will not run."""
+        digest = arguments_hash(call.name, call.arguments)
+        request = {
+            "tool": call.name,
+            "arguments": call.arguments,
+            "arguments_hash": digest,
+            "reason": f"{pause.policy}: {pause.reason}",
+            **pause.meta,
+        }
+        choice = await self.steps.decide("approval", request)
+        if choice.get("decision") == "expired" and choice.get("on_expiry") == "escalate":
+            choice = await self.steps.decide(
+                "approval", {**request, "reason": f"approval expired: {request['reason']}", "expires_in": None}
+            )
+        if choice.get("decision") == "approved":
+            arguments = choice.get("arguments", call.arguments)
+            if arguments_hash(call.name, arguments) != choice.get("arguments_hash"):
+                return "refused: the arguments to run do not match the ones approved; request a new approval"
+            return ToolCall(call.name, arguments, call.id)
+        who = choice.get("by") or "a person"
+        if choice.get("decision") == "expired":
+            return f"rejected: the approval expired unanswered ({request['reason']})"
+        return f"rejected by {who}: {choice.get('note') or 'no reason given'}"
 
-def _describe_output_error(exc: pydantic.ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "(output)"
-        parts.append(f"field '{loc}': {err['msg']}")
-    return "the final answer did not match the output schema: " + "; ".join(parts)
+    async def run_tool(self, call: ToolCall, tool: Tool, fn: StepFn) -> dict[str, Any]:
+        """Run the tool as a step; if it was cut off mid-call by a dead worker, ask a person what to do."""
+        try:
+            return await self.steps(f"tool:{call.name}", fn, guard=tool.side_effects and not tool.idempotent)
+        except StepInterrupted:
+            reason = (
+                f"{call.name} was running when its worker stopped and may or may not have taken effect; "
+                "retry it, skip it (giving the result it had), or fail the run"
+            )
+            choice = await self.steps.decide(
+                "interrupted",
+                {
+                    "tool": call.name,
+                    "arguments": call.arguments,
+                    "arguments_hash": arguments_hash(call.name, call.arguments),
+                    "reason": reason,
+                },
+            )
+            if choice.get("decision") == "retry":
+                return await self.steps.complete(fn)
+            if choice.get("decision") == "skip":
+                supplied = {"content": str(choice.get("result") or "done"), "is_error": False, "duration_ms": 0.0}
 
+                async def skipped() -> dict[str, Any]:
+                    return supplied
 
-def final_result_spec(output_type: type[pydantic.BaseModel]) -> dict[str, Any]:
-    """The control tool through which the model gives a structured final answer."""
-    from .tools import _strip_titles
-
-    return {
-        "name": FINAL_RESULT,
-        "description": "Give the final answer. Call this alone, once the task is done.",
-        "parameters": _strip_titles(output_type.model_json_schema()),
-    }
+                return await self.steps.complete(skipped)
+            raise _Stop("failed", f"a person failed the run after {call.name} was interrupted", "Interrupted") from None

@@ -7,12 +7,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._loop import RunResult, run_loop
+from ._loop import RunResult, RunStatus, Suspend, run_loop
 from .exceptions import UsageError
 from .messages import RunEvent
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .durable import Approval, DurableEngine, RunRecord
 
 __all__ = ["Runtime", "new_run_id"]
 
@@ -30,9 +31,20 @@ class InMemorySteps:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
 
-    async def __call__(self, name: str, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    async def __call__(
+        self, name: str, fn: Callable[[], Awaitable[dict[str, Any]]], *, guard: bool = False
+    ) -> dict[str, Any]:
         """Run the step."""
         return await fn()
+
+    async def complete(self, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """Never needed: an in-memory run cannot be interrupted and resumed."""
+        return await fn()
+
+    async def decide(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        """An in-memory run cannot wait for a person: it ends, waiting, and cannot be resumed."""
+        status: RunStatus = "waiting" if kind == "approval" else "needs_attention"
+        raise Suspend(status, f"{request.get('reason', kind)} (an in-memory run cannot be resumed; use a database)")
 
 
 class Runtime:
@@ -105,21 +117,172 @@ class Runtime:
         emit = self._emitter(on_event)
         if not self.durable:
             return await run_loop(agent, task, InMemorySteps(run_id), emit, metadata)
+        return await self._engine().run(agent, task, run_id, emit, metadata or {})
+
+    def _engine(self) -> DurableEngine:
+        if not self.durable:
+            raise UsageError("an in-memory runtime keeps no runs; give the Runtime a database URL")
         from .durable import DurableEngine
 
-        return await DurableEngine.for_url(self.database_url).run(agent, task, run_id, emit, metadata or {})
+        return DurableEngine.for_url(self.database_url)
+
+    def start(
+        self, agent: Agent, task: str, *, run_id: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> str:
+        """Queue a run for any worker on this database and return its id at once.
+
+        Raises:
+            UsageError: the task is empty, or the runtime is in memory.
+        """
+        if not isinstance(task, str) or not task.strip():
+            raise UsageError("task must be a non-empty string saying what the agent should do")
+        return self._engine().start(agent, task, run_id or new_run_id(), metadata or {})
 
     async def resume(
         self, agent: Agent, run_id: str, *, on_event: Callable[[RunEvent], None] | None = None
     ) -> RunResult:
-        """Continue a durable run whose process stopped; completed steps are not run again.
+        """Continue a durable run in this process; completed steps are not run again.
+
+        Use it after a decision on a waiting run, or when the process running it died.
 
         Raises:
-            UsageError: the runtime keeps no state, or the run cannot be resumed (the message says why).
+            UsageError: the run cannot be resumed (the message says why).
         """
-        if not self.durable:
-            raise UsageError("an in-memory runtime keeps no runs to resume; use a database URL")
-        from .durable import DurableEngine
+        return await self._engine().resume(agent, run_id, self._emitter(on_event))
 
-        emit = self._emitter(on_event)
-        return await DurableEngine.for_url(self.database_url).resume(agent, run_id, emit)
+    def get(self, run_id: str) -> RunRecord:
+        """The run's index entry: status, task, result so far.
+
+        Raises:
+            UsageError: no such run.
+        """
+        record = self._engine().store.get_run(run_id)
+        if record is None:
+            raise UsageError(f"run {run_id!r} does not exist; list runs with `keel runs list`")
+        return record
+
+    def runs(self, *, status: str | None = None, agent: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """Runs, newest first."""
+        return self._engine().store.list_runs(status=status, agent=agent, limit=limit)
+
+    def approvals(self, *, status: str | None = "pending", run_id: str | None = None) -> list[Approval]:
+        """Requests for a person's decision (pending ones by default), oldest first."""
+        return self._engine().store.list_approvals(status=status, run_id=run_id)
+
+    def approve(
+        self,
+        approval_id: str,
+        *,
+        by: str,
+        note: str | None = None,
+        arguments_hash: str | None = None,
+        dispatch: bool = True,
+    ) -> Approval:
+        """Approve a pending tool call, exactly as requested.
+
+        Args:
+            approval_id: the approval.
+            by: who approves (recorded).
+            note: an optional note.
+            arguments_hash: the hash of the arguments the approver saw; refused if the request differs.
+            dispatch: queue the run's next step for a worker (False: continue it yourself with `resume`).
+
+        Raises:
+            UsageError: unknown, not an approval, already decided, expired, or for other arguments.
+        """
+        engine = self._engine()
+        approval = self._pending(approval_id, "approval")
+        if arguments_hash is not None and arguments_hash != approval.arguments_hash:
+            raise UsageError(
+                f"approval {approval_id!r} is for other arguments than the ones given "
+                f"({approval.arguments_hash} != {arguments_hash}); review the request again"
+            )
+        decided = engine.store.decide(approval_id, "approved", {"decision": "approved"}, by=by, note=note)
+        self._continue(decided.run_id, dispatch)
+        return decided
+
+    def reject(self, approval_id: str, *, by: str, reason: str, dispatch: bool = True) -> Approval:
+        """Reject a pending tool call; the model is told `reason`.
+
+        Raises:
+            UsageError: unknown, not an approval, already decided or expired.
+        """
+        self._pending(approval_id, "approval")
+        decided = self._engine().store.decide(approval_id, "rejected", {"decision": "rejected"}, by=by, note=reason)
+        self._continue(decided.run_id, dispatch)
+        return decided
+
+    def edit(
+        self, approval_id: str, arguments: dict[str, Any], *, by: str, note: str | None = None, dispatch: bool = True
+    ) -> Approval:
+        """Approve a pending tool call with changed arguments; both versions and hashes are kept.
+
+        Raises:
+            UsageError: unknown, not an approval, already decided or expired, or arguments not an object.
+        """
+        approval = self._pending(approval_id, "approval")
+        if not isinstance(arguments, dict):
+            raise UsageError(f"edited arguments must be a JSON object, got {type(arguments).__name__}")
+        from .policies.approvals import arguments_hash as digest
+
+        decided = self._engine().store.decide(
+            approval_id,
+            "approved",
+            {"decision": "approved", "edited": True},
+            by=by,
+            note=note,
+            edited=arguments,
+            edited_hash=digest(approval.tool or "", arguments),
+        )
+        self._continue(decided.run_id, dispatch)
+        return decided
+
+    def resolve(
+        self,
+        approval_id: str,
+        decision: str,
+        *,
+        by: str,
+        note: str | None = None,
+        result: str | None = None,
+        dispatch: bool = True,
+    ) -> Approval:
+        """Decide a run that needs attention.
+
+        Args:
+            approval_id: the request.
+            decision: for an interrupted call ``retry``, ``skip`` (with `result`) or ``fail``; for a pause
+                ``continue`` (the model sees `note`) or ``fail``.
+            by: who decides.
+            note: shown to the model when the run continues.
+            result: the result to record for a skipped call.
+            dispatch: queue the run's next step for a worker.
+
+        Raises:
+            UsageError: unknown, already decided, or a decision that does not fit the request.
+        """
+        approval = self._pending(approval_id, None)
+        allowed = {"interrupted": ("retry", "skip", "fail"), "pause": ("continue", "fail")}.get(approval.kind, ())
+        if decision not in allowed:
+            raise UsageError(
+                f"decision {decision!r} does not fit a {approval.kind} request; use one of: "
+                + (", ".join(allowed) or "approve, reject or edit (it is an approval)")
+            )
+        body = {"decision": decision, "result": result}
+        decided = self._engine().store.decide(approval_id, "decided", body, by=by, note=note)
+        self._continue(decided.run_id, dispatch)
+        return decided
+
+    def _pending(self, approval_id: str, kind: str | None) -> Approval:
+        approval = self._engine().store.get_approval(approval_id)
+        if approval is None:
+            raise UsageError(f"approval {approval_id!r} does not exist; list them with `keel approvals list`")
+        if kind is not None and approval.kind != kind:
+            raise UsageError(
+                f"{approval_id!r} is a {approval.kind} request, not an approval; decide it with `keel runs resolve`"
+            )
+        return approval
+
+    def _continue(self, run_id: str, dispatch: bool) -> None:
+        if dispatch:
+            self._engine().dispatch(run_id)

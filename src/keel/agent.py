@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from ._loop import CONTROL_TOOLS, GIVE_UP_SPEC, RunResult, final_result_spec
+from ._loop import RunResult
+from ._validate import CONTROL_TOOLS, GIVE_UP_SPEC, final_result_spec
 from .exceptions import ConfigError, UsageError
 from .messages import RunEvent
 from .models import Model, resolve_model
@@ -95,6 +96,13 @@ class Agent:
             from .policies.loops import LoopGuard
 
             policies = [LoopGuard()]
+        policies = list(policies)
+        from .policies.approvals import RequireApproval
+
+        needing = [t.name for t in self.tools if t.requires_approval]
+        covered = [p for p in policies if isinstance(p, RequireApproval)]
+        if needing and not any(p.tools is None or set(needing) <= p.tools for p in covered):
+            policies.append(RequireApproval())  # tools declared requires_approval always wait for a person
         for p in policies:
             if not isinstance(p, Policy):
                 raise ConfigError(f"agent {name!r}: policies must be Policy objects, got {type(p).__name__}")

@@ -148,9 +148,7 @@ class Tool:
         for pname, param in inspect.signature(func).parameters.items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 star = "*" if param.kind is param.VAR_POSITIONAL else "**"
-                raise ConfigError(
-                    f"tool {self.name!r}: {star}{pname} is not supported; declare each argument by name"
-                )
+                raise ConfigError(f"tool {self.name!r}: {star}{pname} is not supported; declare each argument by name")
             if param.kind is param.POSITIONAL_ONLY:
                 raise ConfigError(
                     f"tool {self.name!r}: argument {pname!r} is positional-only; the model passes arguments by "
@@ -166,8 +164,7 @@ class Tool:
                 continue
             if annotation is None:
                 raise ConfigError(
-                    f"tool {self.name!r}: argument {pname!r} has no type hint; add one so the model "
-                    "knows what to pass"
+                    f"tool {self.name!r}: argument {pname!r} has no type hint; add one so the model knows what to pass"
                 )
             default = ... if param.default is inspect.Parameter.empty else param.default
             fields[pname] = (annotation, pydantic.Field(default, description=param_docs.get(pname)))
@@ -212,9 +209,7 @@ class Tool:
             ToolArgumentsError: an argument is missing, unexpected or of the wrong type.
         """
         if not isinstance(arguments, dict):
-            raise ToolArgumentsError(
-                f"{self.name}: arguments must be a JSON object, got {type(arguments).__name__}"
-            )
+            raise ToolArgumentsError(f"{self.name}: arguments must be a JSON object, got {type(arguments).__name__}")
         try:
             model = self.args_model.model_validate(arguments)
         except pydantic.ValidationError as exc:
@@ -303,4 +298,3 @@ def tool(
     if func is not None:
         return wrap(func)
     return wrap
-

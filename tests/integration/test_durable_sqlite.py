@@ -89,13 +89,16 @@ CHILD = textwrap.dedent(
     if sys.argv[1] == "start":
         agent.run_sync("charge twice", runtime=rt, run_id=os.environ["RUN_ID"])
     else:
+        if sys.argv[1] == "skip":
+            [request] = rt.approvals(status="pending")
+            rt.resolve(request.id, "skip", by="ops", result="charged 2 (confirmed with the bank)", dispatch=False)
         result = asyncio.run(rt.resume(agent, os.environ["RUN_ID"]))
         print("RESULT", result.status, result.output, result.steps, flush=True)
     """
 )
 
 
-def test_a_killed_run_resumes_without_repeating_completed_steps(tmp_path: Path) -> None:
+def test_a_killed_run_resumes_without_repeating_any_side_effect(tmp_path: Path) -> None:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     ledger = tmp_path / "ledger"
@@ -110,11 +113,15 @@ def test_a_killed_run_resumes_without_repeating_completed_steps(tmp_path: Path) 
     child.stdout.close()
     assert ledger.read_text().splitlines() == ["charge 1", "charge 2"]
 
-    resumed = subprocess.run(
-        [sys.executable, str(script), "resume"], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert "RESULT done all charged 3" in resumed.stdout
-    # charge 1 completed before the crash and was replayed from the journal, not run again.
-    # charge 2 was in flight; this version re-runs it (exactly-once for in-flight calls is a durable-runs feature).
-    assert ledger.read_text().splitlines().count("charge 1") == 1
+    def run(mode: str) -> str:
+        done = subprocess.run([sys.executable, str(script), mode], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    # charge 1 completed and replays from the journal; charge 2 was in flight and is not idempotent,
+    # so the run asks a person instead of charging again
+    assert "RESULT needs_attention" in run("resume")
+    assert ledger.read_text().splitlines() == ["charge 1", "charge 2"]
+    # a person confirms the charge went through: skip it with that result, and the run completes
+    assert "RESULT done all charged 3" in run("skip")
+    assert ledger.read_text().splitlines() == ["charge 1", "charge 2"]

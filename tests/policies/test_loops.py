@@ -72,7 +72,7 @@ async def test_pause_mode_pauses_the_run_with_progress_kept() -> None:
     script = [ToolCall("lookup", {"order_id": "A-1"})] * 3
     agent = Agent("support", ScriptedModel(script), tools=tools, policies=[LoopGuard(then="pause")])
     result = await agent.run("x", runtime=MEMORY)
-    assert result.status == "waiting" and "repeated identical tool calls" in (result.error or "")
+    assert result.status == "needs_attention" and "repeated identical tool calls" in (result.error or "")
     assert log == ["lookup A-1"] and len(result.messages) == 6
 
 

@@ -33,6 +33,7 @@ class Decision:
         tools: the only tools to offer in this request, for `modify` in `before_model` (an empty list
             leaves the model only the final answer or giving up).
         policy: the deciding policy's name (filled in by the loop).
+        meta: details for the person or the engine (an approval's expiry, say).
     """
 
     action: Action = "allow"
@@ -41,6 +42,7 @@ class Decision:
     content: str | None = None
     tools: list[str] | None = None
     policy: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def allow(cls) -> Decision:
@@ -65,9 +67,9 @@ class Decision:
         return cls("modify", reason, arguments, content, tools)
 
     @classmethod
-    def pause(cls, reason: str) -> Decision:
-        """Pause the run until a person decides."""
-        return cls("pause", reason)
+    def pause(cls, reason: str, *, meta: dict[str, Any] | None = None) -> Decision:
+        """Pause until a person decides: a tool call waits for approval; elsewhere the run waits."""
+        return cls("pause", reason, meta=meta or {})
 
     @classmethod
     def stop(cls, reason: str) -> Decision:

@@ -1,0 +1,138 @@
+"""Validation of what the model said, against the tools and the output type. Nothing here runs a tool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from .messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
+from .tools import Tool, ToolArgumentsError, _strip_titles
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+__all__ = ["CONTROL_TOOLS", "FINAL_RESULT", "GIVE_UP", "GIVE_UP_SPEC", "Verdict", "final_result_spec", "validate"]
+
+GIVE_UP = "give_up"
+FINAL_RESULT = "final_result"
+CONTROL_TOOLS = frozenset({GIVE_UP, FINAL_RESULT, "final_answer"})
+
+GIVE_UP_SPEC: dict[str, Any] = {
+    "name": GIVE_UP,
+    "description": "Stop because the task cannot be completed with the tools available; say why.",
+    "parameters": {
+        "type": "object",
+        "properties": {"reason": {"type": "string", "description": "why the task cannot be completed"}},
+        "required": ["reason"],
+    },
+}
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What the model's answer amounts to, once validated."""
+
+    final: Any = None
+    is_final: bool = False
+    give_up: str | None = None
+    calls: list[tuple[ToolCall, Tool, dict[str, Any]]] = field(default_factory=list)
+    feedback: list[Message] = field(default_factory=list)  # non-empty: the answer was rejected
+    problems: list[str] = field(default_factory=list)
+
+
+def validate(message: AssistantMessage, agent: Agent, offered: set[str]) -> Verdict:
+    """Check the model's answer against the tools and the output type; never runs anything."""
+    verdict = Verdict()
+    calls = message.tool_calls
+    if not calls:
+        return _final_from_text(message.content, agent, verdict)
+
+    control = [c for c in calls if c.name in CONTROL_TOOLS]
+    if control and len(calls) > 1:
+        problem = f"{control[0].name} must be called alone, after the other tools have returned"
+        verdict.problems.append(problem)
+        verdict.feedback = [
+            ToolMessage(c.id, c.name, f"not run: {problem}", is_error=True, rejected=True) for c in calls
+        ]
+        return verdict
+    if control:
+        call = control[0]
+        if call.name == GIVE_UP:
+            verdict.give_up = str(call.arguments.get("reason") or "no reason given")
+            return verdict
+        if call.name == FINAL_RESULT and agent.output_type is not None:
+            try:
+                verdict.final = agent.output_type.model_validate(call.arguments)
+                verdict.is_final = True
+            except pydantic.ValidationError as exc:
+                problem = _describe_output_error(exc)
+                verdict.problems.append(problem)
+                verdict.feedback = [ToolMessage(call.id, call.name, problem, is_error=True, rejected=True)]
+            return verdict
+        if call.name == "final_answer" and agent.output_type is None:
+            return _final_from_text(str(call.arguments.get("answer") or ""), agent, verdict)
+
+    by_name = agent.tools_by_name
+    checked: list[tuple[ToolCall, Tool | None, dict[str, Any] | str]] = []
+    for call in calls:
+        tool = by_name.get(call.name)
+        if tool is not None and call.name not in offered:
+            checked.append((call, None, f"tool {call.name!r} is not available for this reply; give the final answer"))
+            continue
+        if tool is None:
+            checked.append((call, None, f"unknown tool {call.name!r}; available tools: {', '.join(sorted(by_name))}"))
+            continue
+        try:
+            checked.append((call, tool, tool.validate(call.arguments)))
+        except ToolArgumentsError as exc:
+            checked.append((call, tool, str(exc)))
+    bad = [outcome for _, _, outcome in checked if isinstance(outcome, str)]
+    if bad:
+        verdict.problems.extend(bad)
+        for call, _, outcome in checked:
+            reply = outcome if isinstance(outcome, str) else "not run: another call in this turn was invalid; retry it"
+            verdict.feedback.append(ToolMessage(call.id, call.name, reply, is_error=True, rejected=True))
+        return verdict
+    verdict.calls = [(c, t, k) for c, t, k in checked if t is not None and isinstance(k, dict)]
+    return verdict
+
+
+def _final_from_text(text: str | None, agent: Agent, verdict: Verdict) -> Verdict:
+    text = (text or "").strip()
+    if agent.output_type is None:
+        if text:
+            verdict.final, verdict.is_final = text, True
+            return verdict
+        problem = "the answer was empty; reply with the final answer, call a tool, or call give_up"
+    else:
+        try:
+            verdict.final = agent.output_type.model_validate_json(text)
+            verdict.is_final = True
+            return verdict
+        except pydantic.ValidationError as exc:
+            problem = (
+                "the final answer must be given by calling final_result with arguments matching its schema; "
+                + _describe_output_error(exc)
+            )
+    verdict.problems.append(problem)
+    verdict.feedback = [UserMessage(problem)]
+    return verdict
+
+
+def _describe_output_error(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(output)"
+        parts.append(f"field '{loc}': {err['msg']}")
+    return "the final answer did not match the output schema: " + "; ".join(parts)
+
+
+def final_result_spec(output_type: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """The control tool through which the model gives a structured final answer."""
+    return {
+        "name": FINAL_RESULT,
+        "description": "Give the final answer. Call this alone, once the task is done.",
+        "parameters": _strip_titles(output_type.model_json_schema()),
+    }

@@ -1,0 +1,129 @@
+"""The durable step seam: replay journaled steps, run and journal new ones, wait for people."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from .._loop import RunStatus, StepFn, StepInterrupted, Suspend
+from ..exceptions import RunError
+from ._store import Approval, Store
+
+__all__ = ["JournalSteps"]
+
+WAITING: dict[str, RunStatus] = {"approval": "waiting", "interrupted": "needs_attention", "pause": "needs_attention"}
+
+
+class JournalSteps:
+    """Runs the loop's steps against the run's journal.
+
+    A step already journaled returns its recorded output and does not run. A guarded step (a
+    side-effecting, non-idempotent tool) is journaled as started before it runs; if a replay finds it
+    started but not finished, the worker died mid-call, and the loop asks a person what to do.
+    """
+
+    def __init__(self, run_id: str, store: Store) -> None:
+        self.run_id = run_id
+        self._store = store
+        self._journal = store.load_steps(run_id)
+        self._seq = 0
+        self._interrupted: int | None = None
+
+    async def __call__(self, name: str, fn: StepFn, *, guard: bool = False) -> dict[str, Any]:
+        """Return the journaled output of this step, or run it and journal it."""
+        self._seq += 1
+        seq = self._seq
+        recorded = self._journal.pop(seq, None)
+        if recorded is not None:
+            recorded_name, status, output = recorded
+            if recorded_name != name:
+                raise RunError(
+                    f"run {self.run_id} diverged from its journal at step {seq}: the journal has "
+                    f"{recorded_name!r} but the agent asked for {name!r}; resume it with the agent version "
+                    "that started it, or fork it from an earlier step",
+                    run_id=self.run_id,
+                )
+            if status == "done":
+                assert output is not None
+                return output
+            self._interrupted = seq
+            raise StepInterrupted(f"{name} at step {seq} of run {self.run_id} started but never finished")
+        if guard:
+            self._store.mark_started(self.run_id, seq, name)
+            output = await fn()
+            self._store.complete_started(self.run_id, seq, output)
+        else:
+            output = await fn()
+            self._store.record_step(self.run_id, seq, name, output)
+        return output
+
+    async def complete(self, fn: StepFn) -> dict[str, Any]:
+        """Finish the interrupted step with `fn`'s output (a retry, or a result a person supplied)."""
+        seq = self._interrupted
+        if seq is None:
+            raise RunError(f"run {self.run_id}: no interrupted step to complete")
+        self._interrupted = None
+        output = await fn()
+        self._store.complete_started(self.run_id, seq, output)
+        return output
+
+    async def decide(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Request a person's decision (journaled once) and return it when made.
+
+        Raises:
+            Suspend: the decision is still pending; the run waits without holding a process.
+        """
+        self._seq += 1
+        recorded = self._journal.pop(self._seq, None)
+        if recorded is not None:
+            approval_id = str((recorded[2] or {})["id"])
+        else:
+            approval_id = "apv_" + hashlib.sha256(f"{self.run_id}/{self._seq}".encode()).hexdigest()[:20]
+            now = time.time()
+            expires_in = request.get("expires_in") if kind == "approval" else None
+            self._store.request_decision(
+                Approval(
+                    id=approval_id,
+                    run_id=self.run_id,
+                    kind=kind,
+                    tool=request.get("tool"),
+                    arguments=request.get("arguments"),
+                    arguments_hash=request.get("arguments_hash"),
+                    reason=str(request.get("reason") or kind),
+                    status="pending",
+                    requested_at=now,
+                    expires_at=None if expires_in is None else now + float(expires_in),
+                    on_expiry=request.get("on_expiry") if kind == "approval" else None,
+                )
+            )
+            self._store.record_step(self.run_id, self._seq, f"request:{kind}", {"id": approval_id})
+
+        self._seq += 1
+        recorded = self._journal.pop(self._seq, None)
+        if recorded is not None:
+            assert recorded[2] is not None
+            return recorded[2]
+        approval = self._store.get_approval(approval_id)
+        if approval is None:
+            raise RunError(f"run {self.run_id}: its request {approval_id} is missing from the database")
+        if approval.status == "pending" and approval.expires_at is not None and approval.expires_at <= time.time():
+            self._store.expire_due()
+            approval = self._store.get_approval(approval_id) or approval
+        if approval.status == "pending":
+            self._seq -= 1  # the decision's slot stays free for the segment that finds it made
+            raise Suspend(
+                WAITING.get(kind, "needs_attention"), f"{approval.reason} (decision {approval_id})", approval_id
+            )
+        decision = {
+            **approval.decision,
+            "id": approval_id,
+            "by": approval.decided_by,
+            "note": approval.note,
+        }
+        if approval.status == "approved":
+            edited = approval.edited_arguments is not None
+            decision["arguments"] = approval.edited_arguments if edited else approval.arguments
+            decision["arguments_hash"] = approval.edited_hash if edited else approval.arguments_hash
+        self._store.record_step(self.run_id, self._seq, f"decision:{kind}", decision)
+        return decision

@@ -1,0 +1,552 @@
+"""keel's own tables beside DBOS's, in the same database.
+
+They hold the run index, the step journal, approvals and other decisions for a person, and worker
+heartbeats.
+
+The schema is created and upgraded by numbered migrations recorded in ``keel_schema``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..exceptions import UsageError
+
+__all__ = ["Approval", "RunRecord", "Store"]
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "keel_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("agent", sa.String(64), nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("segment", sa.Integer, nullable=False, default=0),
+    sa.Column("tenant", sa.String(64), nullable=True),
+    sa.Column("metadata", sa.Text, nullable=False, default="{}"),
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("error_type", sa.String(40), nullable=True),
+    sa.Column("steps", sa.Integer, nullable=False, default=0),
+    sa.Column("usage", sa.Text, nullable=False, default="{}"),
+    sa.Column("parent_run", sa.String(64), nullable=True),
+    sa.Column("worker", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("keel_runs_status", "status", "updated_at"),
+    sa.Index("keel_runs_created", "created_at"),
+)
+
+steps = sa.Table(
+    "keel_steps",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),  # started | done
+    sa.Column("output", sa.Text, nullable=True),
+)
+
+approvals = sa.Table(
+    "keel_approvals",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # approval | interrupted | pause
+    sa.Column("tool", sa.String(64), nullable=True),
+    sa.Column("arguments", sa.Text, nullable=True),
+    sa.Column("arguments_hash", sa.String(64), nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # pending | approved | rejected | expired | decided
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("on_expiry", sa.String(20), nullable=True),
+    sa.Column("decision", sa.Text, nullable=True),  # JSON: what the person chose, for the run to read
+    sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.Column("decided_at", sa.Float, nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("edited_arguments", sa.Text, nullable=True),
+    sa.Column("edited_hash", sa.String(64), nullable=True),
+    sa.Index("keel_approvals_pending", "status", "expires_at"),
+    sa.Index("keel_approvals_run", "run_id"),
+)
+
+workers = sa.Table(
+    "keel_workers",
+    metadata,
+    sa.Column("worker_id", sa.String(64), primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("info", sa.Text, nullable=False, default="{}"),
+)
+
+schema_version = sa.Table(
+    "keel_schema",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+MIGRATIONS: list[list[sa.Table]] = [[runs, steps, approvals, workers]]
+"""Migration N creates (or alters) these tables; append, never edit, to change the schema."""
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One row of the run index."""
+
+    run_id: str
+    agent: str
+    task: str
+    status: str
+    segment: int
+    tenant: str | None
+    metadata: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    error_type: str | None
+    steps: int
+    usage: dict[str, Any]
+    parent_run: str | None
+    worker: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(slots=True)
+class Approval:
+    """A request for a person's decision, bound to the exact arguments of one tool call.
+
+    Attributes:
+        id: the approval's id.
+        run_id: the paused run.
+        kind: ``approval`` (a tool call waits for consent), ``interrupted`` (a side-effecting call was
+            in flight when its worker died) or ``pause`` (a policy or tool asked for a person).
+        tool: the tool, when the decision is about a call.
+        arguments: the call's arguments.
+        arguments_hash: SHA-256 of tool and arguments; a decision applies to these arguments only.
+        reason: why a person is needed.
+        status: ``pending``, ``approved``, ``rejected``, ``expired`` or ``decided``.
+        requested_at: when it was requested (seconds since the epoch).
+        expires_at: when it expires, if it does.
+        on_expiry: what happens on expiry: ``reject`` or ``escalate``.
+        decided_by: who decided.
+        decided_at: when.
+        note: the person's note (shown to the model on a rejection).
+        edited_arguments: replacement arguments, when the person edited the call.
+        edited_hash: SHA-256 of the edited call.
+    """
+
+    id: str
+    run_id: str
+    kind: str
+    tool: str | None
+    arguments: dict[str, Any] | None
+    arguments_hash: str | None
+    reason: str
+    status: str
+    requested_at: float
+    expires_at: float | None
+    on_expiry: str | None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    note: str | None = None
+    edited_arguments: dict[str, Any] | None = None
+    edited_hash: str | None = None
+    decision: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class Store:
+    """Reads and writes keel's tables through one SQLAlchemy engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._insert_step = steps.insert()
+        self._select_steps = sa.select(steps.c.seq, steps.c.name, steps.c.status, steps.c.output).where(
+            steps.c.run_id == sa.bindparam("r")
+        )
+
+    # -- schema -------------------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Apply pending migrations; return the schema version now in force."""
+        with self.engine.begin() as conn:
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+            for number, tables in enumerate(MIGRATIONS, start=1):
+                if number <= current:
+                    continue
+                for table in tables:
+                    table.create(conn, checkfirst=True)
+                conn.execute(schema_version.insert().values(version=number, applied_at=time.time()))
+                current = number
+        return current
+
+    # -- run index ----------------------------------------------------------------------------
+    def create_run(
+        self, run_id: str, agent: str, task: str, metadata: dict[str, Any], *, parent: str | None = None
+    ) -> bool:
+        """Index a new run as ``queued``; return False if the run already exists."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            exists = conn.execute(sa.select(runs.c.run_id).where(runs.c.run_id == run_id)).first()
+            if exists:
+                return False
+            conn.execute(
+                runs.insert().values(
+                    run_id=run_id,
+                    agent=agent,
+                    task=task,
+                    status="queued",
+                    segment=0,
+                    tenant=metadata.get("tenant"),
+                    metadata=json.dumps(metadata, default=str),
+                    steps=0,
+                    usage="{}",
+                    parent_run=parent,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return True
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run's index row, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
+        return None if row is None else _run_record(row)
+
+    def list_runs(
+        self, *, status: str | None = None, agent: str | None = None, limit: int = 50, tenant: str | None = None
+    ) -> list[RunRecord]:
+        """Runs, newest first."""
+        query = sa.select(runs).order_by(runs.c.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(runs.c.status == status)
+        if agent:
+            query = query.where(runs.c.agent == agent)
+        if tenant:
+            query = query.where(runs.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return [_run_record(r) for r in conn.execute(query).mappings()]
+
+    def set_status(self, run_id: str, status: str, *, worker: str | None = None, segment: int | None = None) -> None:
+        """Move a run to `status`."""
+        values: dict[str, Any] = {"status": status, "updated_at": time.time()}
+        if worker is not None:
+            values["worker"] = worker
+        if segment is not None:
+            values["segment"] = segment
+        with self.engine.begin() as conn:
+            conn.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
+
+    def finish_segment(self, run_id: str, result: dict[str, Any]) -> None:
+        """Record how a segment of the run ended: its result, with the conversation."""
+        summary = result
+        with self.engine.begin() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(
+                    status=result["status"],
+                    result=json.dumps(summary, default=str),
+                    error=result.get("error"),
+                    error_type=result.get("error_type"),
+                    steps=result.get("steps", 0),
+                    usage=json.dumps(result.get("usage") or {}),
+                    updated_at=time.time(),
+                )
+            )
+
+    def next_segment(self, run_id: str, *, expect: tuple[str, ...]) -> int:
+        """Claim the run's next segment number, if its status is one of `expect`.
+
+        Raises:
+            UsageError: the run does not exist or is in another state.
+        """
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(runs.c.status, runs.c.segment).where(runs.c.run_id == run_id)).first()
+            if row is None:
+                raise UsageError(f"run {run_id!r} does not exist; list runs with `keel runs list`")
+            if row.status not in expect:
+                raise UsageError(
+                    f"run {run_id!r} is {row.status}; only a run that is {' or '.join(expect)} can continue"
+                )
+            segment = int(row.segment) + 1
+            updated = conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id, runs.c.segment == row.segment, runs.c.status == row.status)
+                .values(segment=segment, status="queued", updated_at=time.time())
+            )
+            if updated.rowcount != 1:
+                raise UsageError(f"run {run_id!r} changed while continuing it; try again")
+        return segment
+
+    def delete_runs_before(self, cutoff: float) -> list[str]:
+        """Delete finished runs last updated before `cutoff`, with their steps and approvals."""
+        with self.engine.begin() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    sa.select(runs.c.run_id).where(
+                        runs.c.updated_at < cutoff, runs.c.status.in_(("done", "failed", "cancelled"))
+                    )
+                )
+            ]
+            for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+                conn.execute(steps.delete().where(steps.c.run_id.in_(chunk)))
+                conn.execute(approvals.delete().where(approvals.c.run_id.in_(chunk)))
+                conn.execute(runs.delete().where(runs.c.run_id.in_(chunk)))
+        return ids
+
+    # -- journal ------------------------------------------------------------------------------
+    def load_steps(self, run_id: str) -> dict[int, tuple[str, str, dict[str, Any] | None]]:
+        """Every journaled step of a run: seq -> (name, status, output)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._select_steps, {"r": run_id}).all()
+        return {int(seq): (name, status, _loads(output)) for seq, name, status, output in rows}
+
+    def record_step(self, run_id: str, seq: int, name: str, output: dict[str, Any]) -> None:
+        """Journal a completed step."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert_step,
+                {"run_id": run_id, "seq": seq, "name": name, "status": "done", "output": json.dumps(output)},
+            )
+
+    def mark_started(self, run_id: str, seq: int, name: str) -> None:
+        """Journal that a guarded step is about to run (committed before it starts)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert_step, {"run_id": run_id, "seq": seq, "name": name, "status": "started", "output": None}
+            )
+
+    def complete_started(self, run_id: str, seq: int, output: dict[str, Any]) -> None:
+        """Record the output of a guarded step that was marked started."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                steps.update()
+                .where(steps.c.run_id == run_id, steps.c.seq == seq)
+                .values(status="done", output=json.dumps(output))
+            )
+
+    def copy_steps(self, source: str, target: str, upto: int) -> int:
+        """Copy the first `upto` completed steps of one run into another (for forks)."""
+        journal = self.load_steps(source)
+        rows = [
+            {"run_id": target, "seq": seq, "name": name, "status": "done", "output": json.dumps(output)}
+            for seq, (name, status, output) in sorted(journal.items())
+            if seq <= upto and status == "done"
+        ]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(steps.insert(), rows)
+        return len(rows)
+
+    # -- approvals and other decisions --------------------------------------------------------
+    def request_decision(self, approval: Approval) -> None:
+        """Store a new request for a person's decision (idempotent on its id)."""
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(approvals.c.id).where(approvals.c.id == approval.id)).first():
+                return
+            conn.execute(
+                approvals.insert().values(
+                    id=approval.id,
+                    run_id=approval.run_id,
+                    kind=approval.kind,
+                    tool=approval.tool,
+                    arguments=None if approval.arguments is None else json.dumps(approval.arguments, default=str),
+                    arguments_hash=approval.arguments_hash,
+                    reason=approval.reason,
+                    status="pending",
+                    requested_at=approval.requested_at,
+                    expires_at=approval.expires_at,
+                    on_expiry=approval.on_expiry,
+                )
+            )
+
+    def get_approval(self, approval_id: str) -> Approval | None:
+        """One approval, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(approvals).where(approvals.c.id == approval_id)).mappings().first()
+        return None if row is None else _approval(row)
+
+    def list_approvals(
+        self, *, status: str | None = "pending", run_id: str | None = None, tenant: str | None = None
+    ) -> list[Approval]:
+        """Approvals, oldest first."""
+        query = sa.select(approvals).order_by(approvals.c.requested_at)
+        if status:
+            query = query.where(approvals.c.status == status)
+        if run_id:
+            query = query.where(approvals.c.run_id == run_id)
+        if tenant:
+            query = query.join(runs, runs.c.run_id == approvals.c.run_id).where(runs.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return [_approval(r) for r in conn.execute(query).mappings()]
+
+    def decide(
+        self,
+        approval_id: str,
+        status: str,
+        decision: dict[str, Any],
+        *,
+        by: str,
+        note: str | None,
+        edited: dict[str, Any] | None = None,
+        edited_hash: str | None = None,
+    ) -> Approval:
+        """Record a person's decision on a pending request; refused unless it is pending and unexpired.
+
+        Raises:
+            UsageError: unknown, already decided or expired.
+        """
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(approvals).where(approvals.c.id == approval_id)).mappings().first()
+            if row is None:
+                raise UsageError(f"approval {approval_id!r} does not exist; list them with `keel approvals list`")
+            if row["status"] != "pending":
+                raise UsageError(
+                    f"approval {approval_id!r} was already {row['status']} by {row['decided_by'] or 'keel'}; "
+                    "a decision cannot be changed"
+                )
+            if row["expires_at"] is not None and row["expires_at"] <= now:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["expires_at"]))
+                raise UsageError(
+                    f"approval {approval_id!r} expired at {when} UTC; its default ({row['on_expiry']}) applies"
+                )
+            updated = conn.execute(
+                approvals.update()
+                .where(approvals.c.id == approval_id, approvals.c.status == "pending")
+                .values(
+                    status=status,
+                    decision=json.dumps(decision, default=str),
+                    decided_by=by,
+                    decided_at=now,
+                    note=note,
+                    edited_arguments=None if edited is None else json.dumps(edited, default=str),
+                    edited_hash=edited_hash,
+                )
+            )
+            if updated.rowcount != 1:
+                raise UsageError(f"approval {approval_id!r} was decided by someone else just now")
+        result = self.get_approval(approval_id)
+        assert result is not None
+        return result
+
+    def expire_due(self, now: float | None = None) -> list[Approval]:
+        """Mark pending requests past their expiry as expired; return them."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            rows = (
+                conn.execute(
+                    sa.select(approvals).where(
+                        approvals.c.status == "pending",
+                        approvals.c.expires_at.is_not(None),
+                        approvals.c.expires_at <= now,
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            expired = []
+            for row in rows:
+                decision = {"decision": "expired", "on_expiry": row["on_expiry"]}
+                done = conn.execute(
+                    approvals.update()
+                    .where(approvals.c.id == row["id"], approvals.c.status == "pending")
+                    .values(status="expired", decision=json.dumps(decision), decided_by="keel", decided_at=now)
+                )
+                if done.rowcount == 1:
+                    expired.append(row["id"])
+        return [a for a in (self.get_approval(i) for i in expired) if a is not None]
+
+    # -- workers ------------------------------------------------------------------------------
+    def heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:
+        """Record that a worker is alive."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                workers.update().where(workers.c.worker_id == worker_id).values(heartbeat_at=now, info=json.dumps(info))
+            )
+            if updated.rowcount == 0:
+                conn.execute(
+                    workers.insert().values(
+                        worker_id=worker_id, started_at=now, heartbeat_at=now, info=json.dumps(info)
+                    )
+                )
+
+    def workers_seen(self) -> dict[str, float]:
+        """Every known worker and its last heartbeat."""
+        with self.engine.connect() as conn:
+            return {w: float(h) for w, h in conn.execute(sa.select(workers.c.worker_id, workers.c.heartbeat_at))}
+
+    def worker_info(self, worker_id: str) -> dict[str, Any] | None:
+        """What a worker recorded about itself (host, pid), or None if unknown."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(workers.c.info).where(workers.c.worker_id == worker_id)).first()
+        return None if row is None else dict(json.loads(row[0] or "{}"))
+
+    def forget_worker(self, worker_id: str) -> bool:
+        """Remove a worker's row; True if this call removed it (only one sweeper wins)."""
+        with self.engine.begin() as conn:
+            return conn.execute(workers.delete().where(workers.c.worker_id == worker_id)).rowcount == 1
+
+
+def _run_record(row: Any) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        agent=row["agent"],
+        task=row["task"],
+        status=row["status"],
+        segment=int(row["segment"]),
+        tenant=row["tenant"],
+        metadata=json.loads(row["metadata"] or "{}"),
+        result=_loads(row["result"]),
+        error=row["error"],
+        error_type=row["error_type"],
+        steps=int(row["steps"] or 0),
+        usage=json.loads(row["usage"] or "{}"),
+        parent_run=row["parent_run"],
+        worker=row["worker"],
+        created_at=float(row["created_at"]),
+        updated_at=float(row["updated_at"]),
+    )
+
+
+def _approval(row: Any) -> Approval:
+    return Approval(
+        id=row["id"],
+        run_id=row["run_id"],
+        kind=row["kind"],
+        tool=row["tool"],
+        arguments=_loads(row["arguments"]),
+        arguments_hash=row["arguments_hash"],
+        reason=row["reason"],
+        status=row["status"],
+        requested_at=float(row["requested_at"]),
+        expires_at=None if row["expires_at"] is None else float(row["expires_at"]),
+        on_expiry=row["on_expiry"],
+        decided_by=row["decided_by"],
+        decided_at=None if row["decided_at"] is None else float(row["decided_at"]),
+        note=row["note"],
+        edited_arguments=_loads(row["edited_arguments"]),
+        edited_hash=row["edited_hash"],
+        decision=_loads(row["decision"]) or {},
+    )
