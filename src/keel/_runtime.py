@@ -273,6 +273,28 @@ class Runtime:
         self._continue(decided.run_id, dispatch)
         return decided
 
+    def cancel(self, run_id: str) -> RunRecord:
+        """Cancel a run that has not finished; pending approvals are rejected and its state is kept.
+
+        Raises:
+            UsageError: the run does not exist or already finished.
+        """
+        return self._engine().cancel(run_id)
+
+    def fork(self, run_id: str, from_step: int, *, run_id_new: str | None = None) -> RunRecord:
+        """Queue a new run that starts from the first `from_step` steps of another run's history.
+
+        Raises:
+            UsageError: the run does not exist or `from_step` is outside its history.
+        """
+        return self._engine().fork(run_id, from_step, new_run_id=run_id_new or new_run_id())
+
+    def prune(self, older_than: float) -> list[str]:
+        """Delete finished runs not updated for `older_than` seconds; return their ids."""
+        if older_than < 0:
+            raise UsageError(f"older_than must be zero or more seconds, got {older_than}")
+        return self._engine().prune(older_than)
+
     def _pending(self, approval_id: str, kind: str | None) -> Approval:
         approval = self._engine().store.get_approval(approval_id)
         if approval is None:

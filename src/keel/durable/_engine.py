@@ -11,6 +11,7 @@ heartbeat sweeper hands the runs of a worker that stopped heartbeating to the qu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -351,6 +352,57 @@ class DurableEngine:
         if summary.get("status") in ("stale", "missing", "handed_back"):
             return self.result(run_id, agent)
         return RunResult.from_dict(summary, agent.output_type)
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """Cancel a run that has not finished; its state so far is kept.
+
+        Raises:
+            UsageError: the run does not exist or already finished.
+        """
+        record = self.store.get_run(run_id)
+        if record is None:
+            raise UsageError(f"run {run_id!r} does not exist; list runs with `keel runs list`")
+        if record.status in FINAL:
+            raise UsageError(f"run {run_id!r} already finished ({record.status}); nothing to cancel")
+        self.store.set_status(run_id, "cancelled")
+        self._cancel_segment(record)
+        for approval in self.store.list_approvals(status="pending", run_id=run_id):
+            with contextlib.suppress(UsageError):  # decided concurrently
+                self.store.decide(approval.id, "rejected", {"decision": "rejected"}, by="keel", note="run cancelled")
+        updated = self.store.get_run(run_id)
+        assert updated is not None
+        return updated
+
+    def fork(self, run_id: str, from_step: int, *, new_run_id: str) -> RunRecord:
+        """Start a new run whose history is the first `from_step` model steps of another; queue it.
+
+        Raises:
+            UsageError: the run does not exist, or `from_step` is outside its history.
+        """
+        record = self.store.get_run(run_id)
+        if record is None:
+            raise UsageError(f"run {run_id!r} does not exist; list runs with `keel runs list`")
+        journal = self.store.load_steps(run_id)
+        model_seqs = [seq for seq, (name, _, _) in sorted(journal.items()) if name == "model"]
+        if not 0 <= from_step <= len(model_seqs):
+            raise UsageError(
+                f"run {run_id!r} has {len(model_seqs)} steps; --from-step must be between 0 and {len(model_seqs)}"
+            )
+        upto = model_seqs[from_step] - 1 if from_step < len(model_seqs) else max(journal, default=0)
+        self.store.create_run(new_run_id, record.agent, record.task, record.metadata, parent=run_id)
+        self.store.copy_steps(run_id, new_run_id, upto)
+        self._enqueue(new_run_id, 0)
+        forked = self.store.get_run(new_run_id)
+        assert forked is not None
+        return forked
+
+    def prune(self, older_than: float) -> list[str]:
+        """Delete finished runs (and their segments' DBOS records) not updated for `older_than` seconds."""
+        removed = self.store.delete_runs_before(time.time() - older_than)
+        ids = [segment_id(run_id, s) for run_id, last in removed for s in range(last + 1)]
+        for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+            off_loop(lambda chunk=chunk: DBOS.delete_workflows(chunk))  # type: ignore[misc]
+        return [run_id for run_id, _ in removed]
 
     def result(self, run_id: str, agent: Agent | None = None) -> RunResult:
         """The recorded result of a run's latest segment.

@@ -49,6 +49,8 @@ class JournalSteps:
                 return output
             self._interrupted = seq
             raise StepInterrupted(f"{name} at step {seq} of run {self.run_id} started but never finished")
+        if name == "model" and self._store.status(self.run_id) == "cancelled":
+            raise Suspend("failed", "the run was cancelled")
         if guard:
             self._store.mark_started(self.run_id, seq, name)
             output = await fn()

@@ -245,6 +245,11 @@ class Store:
         with self.engine.connect() as conn:
             return [_run_record(r) for r in conn.execute(query).mappings()]
 
+    def status(self, run_id: str) -> str | None:
+        """The run's status, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs.c.status).where(runs.c.run_id == run_id)).scalar()
+
     def set_status(self, run_id: str, status: str, *, worker: str | None = None, segment: int | None = None) -> None:
         """Move a run to `status`."""
         values: dict[str, Any] = {"status": status, "updated_at": time.time()}
@@ -261,7 +266,7 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(
                 runs.update()
-                .where(runs.c.run_id == run_id)
+                .where(runs.c.run_id == run_id, runs.c.status != "cancelled")
                 .values(
                     status=result["status"],
                     result=json.dumps(summary, default=str),
@@ -297,22 +302,27 @@ class Store:
                 raise UsageError(f"run {run_id!r} changed while continuing it; try again")
         return segment
 
-    def delete_runs_before(self, cutoff: float) -> list[str]:
-        """Delete finished runs last updated before `cutoff`, with their steps and approvals."""
+    def delete_runs_before(self, cutoff: float) -> list[tuple[str, int]]:
+        """Delete finished runs last updated before `cutoff`, with their steps and approvals.
+
+        Returns:
+            each deleted run's id and last segment number.
+        """
         with self.engine.begin() as conn:
-            ids = [
-                r[0]
+            found = [
+                (str(r[0]), int(r[1]))
                 for r in conn.execute(
-                    sa.select(runs.c.run_id).where(
+                    sa.select(runs.c.run_id, runs.c.segment).where(
                         runs.c.updated_at < cutoff, runs.c.status.in_(("done", "failed", "cancelled"))
                     )
                 )
             ]
+            ids = [run_id for run_id, _ in found]
             for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
                 conn.execute(steps.delete().where(steps.c.run_id.in_(chunk)))
                 conn.execute(approvals.delete().where(approvals.c.run_id.in_(chunk)))
                 conn.execute(runs.delete().where(runs.c.run_id.in_(chunk)))
-        return ids
+        return found
 
     # -- journal ------------------------------------------------------------------------------
     def load_steps(self, run_id: str) -> dict[int, tuple[str, str, dict[str, Any] | None]]:
