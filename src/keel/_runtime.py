@@ -150,6 +150,14 @@ class Runtime:
         """
         return await self._engine().resume(agent, run_id, self._emitter(on_event))
 
+    async def wait(self, run_id: str, agent: Agent | None = None) -> RunResult:
+        """Wait for a run (on any worker) to finish or to wait for a person, and return its result.
+
+        Raises:
+            UsageError: no such run, or the runtime is in memory.
+        """
+        return await self._engine().wait(run_id, agent)
+
     def get(self, run_id: str) -> RunRecord:
         """The run's index entry: status, task, result so far.
 

@@ -216,6 +216,13 @@ class DurableEngine:
             raise UsageError("no durable engine is running in this process")
         return cls._current
 
+    @classmethod
+    def close(cls) -> None:
+        """Shut down this process's engine, if one runs."""
+        with cls._lock:
+            if cls._current is not None:
+                cls._current.shutdown()
+
     def shutdown(self) -> None:
         """Stop the heartbeat and DBOS, and release the database."""
         self._stop.set()
@@ -353,6 +360,21 @@ class DurableEngine:
             return self.result(run_id, agent)
         return RunResult.from_dict(summary, agent.output_type)
 
+    async def wait(self, run_id: str, agent: Agent | None = None) -> RunResult:
+        """Wait until the run stops moving (done, failed, cancelled, or waiting for a person).
+
+        Raises:
+            UsageError: the run does not exist.
+        """
+        while True:
+            record = self.store.get_run(run_id)
+            if record is None:
+                raise UsageError(f"run {run_id!r} does not exist in {self.url}")
+            if record.status not in ("queued", "running"):
+                return self.result(run_id, agent)
+            handle = await DBOS.retrieve_workflow_async(segment_id(run_id, record.segment), existing_workflow=False)
+            await handle.get_result()
+
     def cancel(self, run_id: str) -> RunRecord:
         """Cancel a run that has not finished; its state so far is kept.
 
@@ -416,3 +438,29 @@ class DurableEngine:
         data = record.result or {"run_id": run_id, "status": record.status}
         data = {**data, "status": record.status if record.status not in ("queued", "running") else data["status"]}
         return RunResult.from_dict(data, agent.output_type if agent else None)
+
+
+def run_worker(
+    url: str,
+    agents: list[Agent],
+    *,
+    worker_id: str,
+    concurrency: int = 100,
+    stop: threading.Event,
+    ready: Callable[[DurableEngine], None] | None = None,
+) -> None:
+    """Serve the run queue on `url` with `agents` until `stop` is set.
+
+    On start the worker recovers its own unfinished segments (same `worker_id`), sweeps the runs of
+    dead workers onto the queue, then runs queued segments, at most `concurrency` at a time.
+    """
+    for agent in agents:
+        register_agent(agent)
+    engine = DurableEngine.for_url(url, worker_id=worker_id, worker=True, concurrency=concurrency)
+    try:
+        engine.sweep()
+        if ready is not None:
+            ready(engine)
+        stop.wait()
+    finally:
+        engine.shutdown()
