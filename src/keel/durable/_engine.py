@@ -372,7 +372,9 @@ class DurableEngine:
                 raise UsageError(f"run {run_id!r} does not exist in {self.url}")
             if record.status not in ("queued", "running"):
                 return self.result(run_id, agent)
-            handle = await DBOS.retrieve_workflow_async(segment_id(run_id, record.segment), existing_workflow=False)
+            handle: Any = await DBOS.retrieve_workflow_async(
+                segment_id(run_id, record.segment), existing_workflow=False
+            )
             await handle.get_result()
 
     def cancel(self, run_id: str) -> RunRecord:
