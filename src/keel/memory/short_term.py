@@ -53,6 +53,11 @@ class ShortTermMemory:
     def __init__(self, budget: int | None = None) -> None:
         self.budget = budget
         self._counts: dict[tuple[str, str, tuple[str, ...]], int] = {}
+        # The history only grows, so the counts of its prefix seen last time are reused as they are.
+        self._prefix: list[Message] = []
+        self._prefix_counts: list[int] = []
+        self._tools_ref: Sequence[dict[str, Any]] | None = None
+        self._tools_tokens = 0
 
     def prompt_budget(self, model: Model) -> int:
         """Tokens the prompt may use: never more than the window minus the reserved completion."""
@@ -70,6 +75,15 @@ class ShortTermMemory:
             self._counts[key] = cached
         return cached
 
+    async def _counts_of(self, model: Model, messages: list[Message]) -> list[int]:
+        known = len(self._prefix)
+        if known > len(messages) or (known and messages[known - 1] is not self._prefix[-1]):
+            self._prefix, self._prefix_counts, known = [], [], 0
+        for message in messages[known:]:
+            self._prefix.append(message)
+            self._prefix_counts.append(await self._count(model, message))
+        return list(self._prefix_counts)
+
     async def fit(self, messages: Sequence[Message], model: Model, tools: Sequence[dict[str, Any]]) -> Window:
         """Return the window of `messages` that fits the model's prompt budget.
 
@@ -77,10 +91,11 @@ class ShortTermMemory:
             ModelError: the pinned messages and tools alone exceed the budget.
         """
         budget = self.prompt_budget(model)
-        tool_tokens = await model.count_tokens([], tools) if tools else 0
+        if tools is not self._tools_ref:
+            self._tools_ref, self._tools_tokens = tools, (await model.count_tokens([], tools) if tools else 0)
         window = list(messages)
-        counts = [await self._count(model, m) for m in window]
-        total = tool_tokens + sum(counts)
+        counts = await self._counts_of(model, window)
+        total = self._tools_tokens + sum(counts)
         if total <= budget:
             return Window(window, total, budget)
 

@@ -48,6 +48,8 @@ class ScriptedModel:
         self._function: ScriptFunction | None = script if callable(script) else None
         self._items: list[ScriptItem] = [] if callable(script) else list(script)
         self.calls = 0
+        self._prefix: list[Message] = []
+        self._prefix_tokens: list[int] = []
 
     async def request(
         self,
@@ -78,11 +80,21 @@ class ScriptedModel:
             return item
         message = self._to_message(item, index)
         usage = Usage(
-            input_tokens=sum(estimate_tokens(message_text(m)) for m in messages),
+            input_tokens=self._prompt_tokens(messages),
             output_tokens=estimate_tokens(message_text(message)),
             requests=1,
         )
         return ModelResponse(message, usage, self.name, "tool_calls" if message.tool_calls else "stop")
+
+    def _prompt_tokens(self, messages: Sequence[Message]) -> int:
+        # The conversation only grows between requests: estimate just the messages not seen before.
+        known = len(self._prefix)
+        if known > len(messages) or (known and messages[known - 1] is not self._prefix[-1]):
+            self._prefix, self._prefix_tokens, known = [], [], 0
+        for message in messages[known:]:
+            self._prefix.append(message)
+            self._prefix_tokens.append(estimate_tokens(message_text(message)))
+        return sum(self._prefix_tokens)
 
     def _to_message(self, item: ScriptItem, index: int) -> AssistantMessage:
         if isinstance(item, AssistantMessage):
