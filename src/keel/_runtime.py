@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import os
+import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,9 +22,12 @@ __all__ = ["Runtime", "new_run_id"]
 log = logging.getLogger("keel")
 
 
+_random = random.Random(int.from_bytes(os.urandom(16), "big"))
+
+
 def new_run_id() -> str:
-    """A new run id: ``run_`` and 26 hex digits, time-ordered so ids sort by start."""
-    return f"run_{uuid.uuid1().hex[:8]}{uuid.uuid4().hex[:18]}"
+    """A new run id: ``run_``, the start time in microseconds and 64 random bits (ids sort by start)."""
+    return f"run_{time.time_ns() // 1000:014x}{_random.getrandbits(64):016x}"
 
 
 class InMemorySteps:
@@ -149,6 +154,17 @@ class Runtime:
             UsageError: the run cannot be resumed (the message says why).
         """
         return await self._engine().resume(agent, run_id, self._emitter(on_event))
+
+    def requeue(self, run_id: str) -> RunRecord:
+        """Queue a durable run that has not finished for any worker on this database; return its entry.
+
+        The counterpart of `resume` for when no process here has the agent loaded: a worker that
+        has it continues the run; completed steps are not run again.
+
+        Raises:
+            UsageError: the run does not exist, has finished, or is running on a live worker.
+        """
+        return self._engine().requeue(run_id)
 
     async def wait(self, run_id: str, agent: Agent | None = None) -> RunResult:
         """Wait for a run (on any worker) to finish or to wait for a person, and return its result.
@@ -315,4 +331,4 @@ class Runtime:
 
     def _continue(self, run_id: str, dispatch: bool) -> None:
         if dispatch:
-            self._engine().dispatch(run_id)
+            self._engine().continue_decided(run_id)

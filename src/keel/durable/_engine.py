@@ -30,7 +30,8 @@ from .._loop import RunResult, run_loop
 from ..exceptions import ConfigError, UsageError
 from ..messages import RunEvent
 from ._steps import JournalSteps
-from ._store import RunRecord, Store
+from ._store import FINISH_SEGMENT, INSERT_RUN, SET_RUNNING, RunRecord, Store, finish_params, new_run_row
+from ._writer import JournalWriter
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -42,12 +43,13 @@ T = TypeVar("T")
 
 QUEUE = "keel.runs"
 FINAL = ("done", "failed", "cancelled")
+RESUMABLE = ("waiting", "needs_attention", "running", "queued")
+"""The states from which a run can be resumed or requeued."""
 HEARTBEAT_SECONDS = 5.0
 DEAD_AFTER_SECONDS = 30.0
 
 _AGENTS: dict[str, Agent] = {}
 _LIVE: dict[str, Callable[[RunEvent], None]] = {}
-_RESULTS: dict[str, RunResult] = {}
 
 
 def register_agent(agent: Agent) -> None:
@@ -74,31 +76,45 @@ def segment_id(run_id: str, segment: int) -> str:
     return run_id if segment == 0 else f"{run_id}~{segment}"
 
 
-@DBOS.workflow(name="keel.segment")
-async def _segment(run_id: str, segment: int) -> dict[str, Any]:
+async def carry(run_id: str, segment: int, emit: Callable[[RunEvent], None]) -> tuple[dict[str, Any], RunResult | None]:
+    """Carry a run forward by one segment in this process: replay its journal, then go on.
+
+    Returns:
+        a JSON-ready summary, and the full result when this segment ran the loop.
+    """
     engine = DurableEngine.current()
     store = engine.store
     record = store.get_run(run_id)
     if record is None:
-        return {"run_id": run_id, "status": "missing"}
+        return {"run_id": run_id, "status": "missing"}, None
     if record.segment != segment or record.status in FINAL:
-        return {"run_id": run_id, "status": "stale"}  # a newer segment carries the run now
+        return {"run_id": run_id, "status": "stale"}, None  # a newer segment carries the run now
     agent = _AGENTS.get(record.agent)
     if agent is None:
         log.error("run %s needs agent %r, which this process has not loaded; handing it back", run_id, record.agent)
         await asyncio.to_thread(engine.dispatch, run_id, expect=("queued", "running"))
-        return {"run_id": run_id, "status": "handed_back"}
-    store.set_status(run_id, "running", worker=engine.worker_id)
-    steps = JournalSteps(run_id, store)
+        return {"run_id": run_id, "status": "handed_back"}, None
+    await engine.writer.execute(SET_RUNNING, {"p_run": run_id, "p_worker": engine.worker_id, "p_now": time.time()})
+    steps = JournalSteps(run_id, store, engine.writer)
     try:
-        result = await run_loop(agent, record.task, steps, _LIVE.get(run_id, _noop), record.metadata)
+        result = await run_loop(agent, record.task, steps, emit, record.metadata)
     except sa.exc.IntegrityError:
         # Another segment of this run journaled the same step first: it owns the run; this one stops.
-        return {"run_id": run_id, "status": "stale"}
+        return {"run_id": run_id, "status": "stale"}, None
     data = result.to_dict()
-    store.finish_segment(run_id, data)
-    _RESULTS[run_id] = result
-    return {k: v for k, v in data.items() if k != "messages"}
+    await engine.writer.execute(FINISH_SEGMENT, finish_params(run_id, data))
+    if result.status in ("waiting", "needs_attention") and not store.list_approvals(status="pending", run_id=run_id):
+        # A person decided after the loop last looked at the request but before the run was recorded as
+        # waiting; the decision found the run still running and left it to this segment to continue.
+        await asyncio.to_thread(engine.continue_decided, run_id)
+    return {k: v for k, v in data.items() if k != "messages"}, result
+
+
+@DBOS.workflow(name="keel.segment")
+async def _segment(run_id: str, segment: int) -> dict[str, Any]:
+    """A segment taken from the queue by a worker."""
+    summary, _ = await carry(run_id, segment, _LIVE.get(run_id, _noop))
+    return summary
 
 
 def sqlite_engine(url: str) -> sa.Engine:
@@ -162,9 +178,11 @@ class DurableEngine:
         self.url = url
         self.engine = make_engine(url)
         self.store = Store(self.engine)
+        self.writer = JournalWriter(self.engine)
         try:
             self.store.migrate()
         except sa.exc.SQLAlchemyError as exc:
+            self.writer.close()
             self.engine.dispose()
             raise ConfigError(f"cannot open database {url!r}: {type(exc).__name__}: {exc}; check the URL") from exc
         self.worker_id = worker_id or f"proc-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -228,6 +246,7 @@ class DurableEngine:
         self._stop.set()
         self._beat.join(timeout=5)
         off_loop(lambda: DBOS.destroy(destroy_registry=False))
+        self.writer.close()
         self.engine.dispose()
         if DurableEngine._current is self:
             DurableEngine._current = None
@@ -255,13 +274,19 @@ class DurableEngine:
                 continue
             if not self.store.forget_worker(worker_id):
                 continue  # another sweeper took it
+            # A segment the dead worker had dequeued but not yet marked running leaves its run "queued"
+            # with no worker named; only DBOS knows who held it, and nobody else would ever run it.
+            held = self._held_segments(worker_id)
             for record in self.store.list_runs(status="running", limit=10_000):
-                if record.worker == worker_id:
+                if record.worker == worker_id or segment_id(record.run_id, record.segment) in held:
                     self._cancel_segment(record)
-                    dispatched.append(self.dispatch(record.run_id, expect=("running",)))
+                    with contextlib.suppress(UsageError):  # the run moved on meanwhile: someone else carries it
+                        dispatched.append(self.dispatch(record.run_id, expect=("running",)))
             for record in self.store.list_runs(status="queued", limit=10_000):
-                if record.worker == worker_id:
-                    dispatched.append(self.dispatch(record.run_id, expect=("queued",)))
+                if segment_id(record.run_id, record.segment) in held:
+                    self._cancel_segment(record)
+                    with contextlib.suppress(UsageError):  # a worker started it meanwhile
+                        dispatched.append(self.dispatch(record.run_id, expect=("queued",)))
         for approval in self.store.expire_due(now):
             waiting = self.store.get_run(approval.run_id)
             if waiting is not None and waiting.status in ("waiting", "needs_attention"):
@@ -284,6 +309,15 @@ class DurableEngine:
         beat = self.store.workers_seen().get(worker_id)
         return beat is not None and time.time() - beat < DEAD_AFTER_SECONDS
 
+    def _held_segments(self, worker_id: str) -> set[str]:
+        """The ids of the segments a worker had dequeued (DBOS: PENDING on its executor id) and not finished."""
+        found = off_loop(
+            lambda: DBOS.list_workflows(
+                status="PENDING", executor_id=worker_id, name="keel.segment", load_input=False, load_output=False
+            )
+        )
+        return {w.workflow_id for w in found}
+
     def _cancel_segment(self, record: RunRecord) -> None:
         try:
             off_loop(lambda: DBOS.cancel_workflow(segment_id(record.run_id, record.segment)))
@@ -296,6 +330,22 @@ class DurableEngine:
         segment = self.store.next_segment(run_id, expect=expect)
         self._enqueue(run_id, segment)
         return run_id
+
+    def continue_decided(self, run_id: str) -> None:
+        """Queue the next segment of a run whose request a person has just decided.
+
+        A run still queued or running is left alone: the segment carrying it finds the decision, when it
+        looks at the request or, if it looked just before the decision, right after it records that the
+        run waits (see `carry`).
+
+        Raises:
+            UsageError: the run does not exist or has finished.
+        """
+        try:
+            self.dispatch(run_id)
+        except UsageError:
+            if self.store.status(run_id) not in ("queued", "running"):
+                raise
 
     def _enqueue(self, run_id: str, segment: int) -> None:
         def enqueue() -> None:
@@ -319,8 +369,10 @@ class DurableEngine:
         A run id that already exists returns that run's recorded result instead of running again.
         """
         register_agent(agent)
-        if not self.store.create_run(run_id, agent.name, task, metadata):
-            return self.result(run_id, agent)
+        try:
+            await self.writer.execute(INSERT_RUN, new_run_row(run_id, agent.name, task, metadata))
+        except sa.exc.IntegrityError:
+            return self.result(run_id, agent)  # the run exists: its recorded result, not a second run
         return await self._execute(agent, run_id, 0, emit)
 
     async def resume(self, agent: Agent, run_id: str, emit: Callable[[RunEvent], None]) -> RunResult:
@@ -330,30 +382,45 @@ class DurableEngine:
             UsageError: the run does not exist, has finished, belongs to another agent, or is running on a
                 live worker.
         """
+        self._take_over(run_id, agent.name)
+        register_agent(agent)
+        segment = self.store.next_segment(run_id, expect=RESUMABLE)
+        return await self._execute(agent, run_id, segment, emit)
+
+    def requeue(self, run_id: str) -> RunRecord:
+        """Queue a run's next segment for any worker: after a decision, or after the process running it died.
+
+        Raises:
+            UsageError: the run does not exist, has finished, or is running on a live worker.
+        """
+        self._take_over(run_id, None)
+        self.dispatch(run_id, expect=RESUMABLE)
+        record = self.store.get_run(run_id)
+        assert record is not None
+        return record
+
+    def _take_over(self, run_id: str, agent: str | None) -> RunRecord:
+        """Check that a run can continue elsewhere, cancelling the segment of a dead worker that held it."""
         record = self.store.get_run(run_id)
         if record is None:
             raise UsageError(f"run {run_id!r} does not exist in {self.url}; list runs with `keel runs list`")
         if record.status in FINAL:
-            raise UsageError(f"run {run_id!r} already finished ({record.status}); nothing to resume")
-        if record.agent != agent.name:
-            raise UsageError(f"run {run_id!r} belongs to agent {record.agent!r}, not {agent.name!r}; load that agent")
+            raise UsageError(
+                f"run {run_id!r} already finished ({record.status}); nothing to resume. "
+                f"To run it again from a step, use `keel runs fork {run_id} --from-step N`"
+            )
+        if agent is not None and record.agent != agent:
+            raise UsageError(f"run {run_id!r} belongs to agent {record.agent!r}, not {agent!r}; load that agent")
         if record.status in ("running", "queued") and record.worker and record.worker != self.worker_id:
             if self.alive(record.worker):
                 raise UsageError(f"run {run_id!r} is {record.status} on live worker {record.worker}; let it finish")
             self._cancel_segment(record)
-        register_agent(agent)
-        segment = self.store.next_segment(run_id, expect=("waiting", "needs_attention", "running", "queued"))
-        return await self._execute(agent, run_id, segment, emit)
+        return record
 
     async def _execute(self, agent: Agent, run_id: str, segment: int, emit: Callable[[RunEvent], None]) -> RunResult:
-        _LIVE[run_id] = emit
-        try:
-            with SetWorkflowID(segment_id(run_id, segment)):
-                handle = await DBOS.start_workflow_async(_segment, run_id, segment)
-            summary = await handle.get_result()
-        finally:
-            _LIVE.pop(run_id, None)
-        result = _RESULTS.pop(run_id, None)
+        # In this process the segment runs directly: the journal and the run index make it durable, and
+        # if this process dies the sweeper (or `keel runs resume`) hands the run to a worker's queue.
+        summary, result = await carry(run_id, segment, emit)
         if result is not None:
             return result
         if summary.get("status") in ("stale", "missing", "handed_back"):
@@ -366,16 +433,21 @@ class DurableEngine:
         Raises:
             UsageError: the run does not exist.
         """
+        pause = 0.02
         while True:
             record = self.store.get_run(run_id)
             if record is None:
                 raise UsageError(f"run {run_id!r} does not exist in {self.url}")
             if record.status not in ("queued", "running"):
                 return self.result(run_id, agent)
-            handle: Any = await DBOS.retrieve_workflow_async(
-                segment_id(run_id, record.segment), existing_workflow=False
-            )
-            await handle.get_result()
+            workflow = segment_id(run_id, record.segment)
+            if await DBOS.get_workflow_status_async(workflow) is not None:
+                handle: Any = await DBOS.retrieve_workflow_async(workflow)
+                await handle.get_result()  # a queued segment: DBOS says when it ends
+            else:
+                # the segment runs inside some process, outside DBOS: watch the run index
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def cancel(self, run_id: str) -> RunRecord:
         """Cancel a run that has not finished; its state so far is kept.

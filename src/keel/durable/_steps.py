@@ -9,9 +9,11 @@ from typing import Any
 from .._loop import RunStatus, StepFn, StepInterrupted, Suspend
 from ..exceptions import RunError
 from ._store import Approval, Store
+from ._writer import JournalWriter
 
 __all__ = ["JournalSteps"]
 
+CANCEL_CHECK_SECONDS = 1.0
 WAITING: dict[str, RunStatus] = {"approval": "waiting", "interrupted": "needs_attention", "pause": "needs_attention"}
 
 
@@ -23,9 +25,11 @@ class JournalSteps:
     started but not finished, the worker died mid-call, and the loop asks a person what to do.
     """
 
-    def __init__(self, run_id: str, store: Store) -> None:
+    def __init__(self, run_id: str, store: Store, writer: JournalWriter) -> None:
         self.run_id = run_id
         self._store = store
+        self._writer = writer
+        self._checked = 0.0
         self._journal = store.load_steps(run_id)
         self._seq = 0
         self._interrupted: int | None = None
@@ -49,16 +53,26 @@ class JournalSteps:
                 return output
             self._interrupted = seq
             raise StepInterrupted(f"{name} at step {seq} of run {self.run_id} started but never finished")
-        if name == "model" and self._store.status(self.run_id) == "cancelled":
-            raise Suspend("failed", "the run was cancelled")
+        if name == "model":
+            self._check_cancelled()
         if guard:
-            self._store.mark_started(self.run_id, seq, name)
+            await self._writer.step("started", self.run_id, seq, name, None)
             output = await fn()
-            self._store.complete_started(self.run_id, seq, output)
+            await self._writer.step("complete", self.run_id, seq, name, output)
         else:
             output = await fn()
-            self._store.record_step(self.run_id, seq, name, output)
+            await self._writer.step("done", self.run_id, seq, name, output)
         return output
+
+    def _check_cancelled(self) -> None:
+        # A cancel may come from any process; reading the run's status at most once a second keeps
+        # the cost off the step path.
+        now = time.monotonic()
+        if now - self._checked < CANCEL_CHECK_SECONDS:
+            return
+        self._checked = now
+        if self._store.status(self.run_id) == "cancelled":
+            raise Suspend("failed", "the run was cancelled")
 
     async def complete(self, fn: StepFn) -> dict[str, Any]:
         """Finish the interrupted step with `fn`'s output (a retry, or a result a person supplied)."""
@@ -67,7 +81,7 @@ class JournalSteps:
             raise RunError(f"run {self.run_id}: no interrupted step to complete")
         self._interrupted = None
         output = await fn()
-        self._store.complete_started(self.run_id, seq, output)
+        await self._writer.step("complete", self.run_id, seq, "", output)
         return output
 
     async def decide(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +113,7 @@ class JournalSteps:
                     on_expiry=request.get("on_expiry") if kind == "approval" else None,
                 )
             )
-            self._store.record_step(self.run_id, self._seq, f"request:{kind}", {"id": approval_id})
+            await self._writer.step("done", self.run_id, self._seq, f"request:{kind}", {"id": approval_id})
 
         self._seq += 1
         recorded = self._journal.pop(self._seq, None)
@@ -127,5 +141,5 @@ class JournalSteps:
             edited = approval.edited_arguments is not None
             decision["arguments"] = approval.edited_arguments if edited else approval.arguments
             decision["arguments_hash"] = approval.edited_hash if edited else approval.arguments_hash
-        self._store.record_step(self.run_id, self._seq, f"decision:{kind}", decision)
+        await self._writer.step("done", self.run_id, self._seq, f"decision:{kind}", decision)
         return decision

@@ -95,6 +95,68 @@ schema_version = sa.Table(
     sa.Column("applied_at", sa.Float, nullable=False),
 )
 
+INSERT_STEP = steps.insert()
+COMPLETE_STEP = (
+    steps.update()
+    .where(steps.c.run_id == sa.bindparam("p_run"), steps.c.seq == sa.bindparam("p_seq"))
+    .values(status="done", output=sa.bindparam("p_output"))
+)
+INSERT_RUN = runs.insert()
+SET_RUNNING = (
+    runs.update()
+    .where(runs.c.run_id == sa.bindparam("p_run"))
+    .values(status="running", worker=sa.bindparam("p_worker"), updated_at=sa.bindparam("p_now"))
+)
+FINISH_SEGMENT = (
+    runs.update()
+    .where(runs.c.run_id == sa.bindparam("p_run"), runs.c.status != "cancelled")
+    .values(
+        status=sa.bindparam("p_status"),
+        result=sa.bindparam("p_result"),
+        error=sa.bindparam("p_error"),
+        error_type=sa.bindparam("p_error_type"),
+        steps=sa.bindparam("p_steps"),
+        usage=sa.bindparam("p_usage"),
+        updated_at=sa.bindparam("p_now"),
+    )
+)
+
+
+def new_run_row(
+    run_id: str, agent: str, task: str, metadata: dict[str, Any], parent: str | None = None
+) -> dict[str, Any]:
+    """The index row of a new, queued run."""
+    now = time.time()
+    return {
+        "run_id": run_id,
+        "agent": agent,
+        "task": task,
+        "status": "queued",
+        "segment": 0,
+        "tenant": metadata.get("tenant"),
+        "metadata": json.dumps(metadata, default=str),
+        "steps": 0,
+        "usage": "{}",
+        "parent_run": parent,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def finish_params(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Parameters of `FINISH_SEGMENT` for a segment's result (the conversation included)."""
+    return {
+        "p_run": run_id,
+        "p_status": result["status"],
+        "p_result": json.dumps(result, default=str),
+        "p_error": result.get("error"),
+        "p_error_type": result.get("error_type"),
+        "p_steps": result.get("steps", 0),
+        "p_usage": json.dumps(result.get("usage") or {}),
+        "p_now": time.time(),
+    }
+
+
 MIGRATIONS: list[list[sa.Table]] = [[runs, steps, approvals, workers]]
 """Migration N creates (or alters) these tables; append, never edit, to change the schema."""
 
@@ -177,7 +239,6 @@ class Store:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._insert_step = steps.insert()
         self._select_steps = sa.select(steps.c.seq, steps.c.name, steps.c.status, steps.c.output).where(
             steps.c.run_id == sa.bindparam("r")
         )
@@ -202,27 +263,11 @@ class Store:
         self, run_id: str, agent: str, task: str, metadata: dict[str, Any], *, parent: str | None = None
     ) -> bool:
         """Index a new run as ``queued``; return False if the run already exists."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            exists = conn.execute(sa.select(runs.c.run_id).where(runs.c.run_id == run_id)).first()
-            if exists:
-                return False
-            conn.execute(
-                runs.insert().values(
-                    run_id=run_id,
-                    agent=agent,
-                    task=task,
-                    status="queued",
-                    segment=0,
-                    tenant=metadata.get("tenant"),
-                    metadata=json.dumps(metadata, default=str),
-                    steps=0,
-                    usage="{}",
-                    parent_run=parent,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(INSERT_RUN, new_run_row(run_id, agent, task, metadata, parent))
+        except sa.exc.IntegrityError:
+            return False
         return True
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -262,21 +307,8 @@ class Store:
 
     def finish_segment(self, run_id: str, result: dict[str, Any]) -> None:
         """Record how a segment of the run ended: its result, with the conversation."""
-        summary = result
         with self.engine.begin() as conn:
-            conn.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id, runs.c.status != "cancelled")
-                .values(
-                    status=result["status"],
-                    result=json.dumps(summary, default=str),
-                    error=result.get("error"),
-                    error_type=result.get("error_type"),
-                    steps=result.get("steps", 0),
-                    usage=json.dumps(result.get("usage") or {}),
-                    updated_at=time.time(),
-                )
-            )
+            conn.execute(FINISH_SEGMENT, finish_params(run_id, result))
 
     def next_segment(self, run_id: str, *, expect: tuple[str, ...]) -> int:
         """Claim the run's next segment number, if its status is one of `expect`.
@@ -335,16 +367,14 @@ class Store:
         """Journal a completed step."""
         with self.engine.begin() as conn:
             conn.execute(
-                self._insert_step,
+                INSERT_STEP,
                 {"run_id": run_id, "seq": seq, "name": name, "status": "done", "output": json.dumps(output)},
             )
 
     def mark_started(self, run_id: str, seq: int, name: str) -> None:
         """Journal that a guarded step is about to run (committed before it starts)."""
         with self.engine.begin() as conn:
-            conn.execute(
-                self._insert_step, {"run_id": run_id, "seq": seq, "name": name, "status": "started", "output": None}
-            )
+            conn.execute(INSERT_STEP, {"run_id": run_id, "seq": seq, "name": name, "status": "started", "output": None})
 
     def complete_started(self, run_id: str, seq: int, output: dict[str, Any]) -> None:
         """Record the output of a guarded step that was marked started."""

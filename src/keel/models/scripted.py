@@ -48,8 +48,7 @@ class ScriptedModel:
         self._function: ScriptFunction | None = script if callable(script) else None
         self._items: list[ScriptItem] = [] if callable(script) else list(script)
         self.calls = 0
-        self._prefix: list[Message] = []
-        self._prefix_tokens: list[int] = []
+        self._prefixes: dict[int, tuple[list[Message], list[int]]] = {}
 
     async def request(
         self,
@@ -87,14 +86,20 @@ class ScriptedModel:
         return ModelResponse(message, usage, self.name, "tool_calls" if message.tool_calls else "stop")
 
     def _prompt_tokens(self, messages: Sequence[Message]) -> int:
-        # The conversation only grows between requests: estimate just the messages not seen before.
-        known = len(self._prefix)
-        if known > len(messages) or (known and messages[known - 1] is not self._prefix[-1]):
-            self._prefix, self._prefix_tokens, known = [], [], 0
+        # A conversation only grows between requests: estimate just the messages not seen before. One
+        # model may serve many runs at once, so each conversation (keyed by its task message) has its own.
+        key = id(messages[1]) if len(messages) > 1 else 0
+        prefix, counts = self._prefixes.get(key, ([], []))
+        known = len(prefix)
+        if known > len(messages) or (known and messages[known - 1] is not prefix[-1]):
+            prefix, counts, known = [], [], 0
         for message in messages[known:]:
-            self._prefix.append(message)
-            self._prefix_tokens.append(estimate_tokens(message_text(message)))
-        return sum(self._prefix_tokens)
+            prefix.append(message)
+            counts.append(estimate_tokens(message_text(message)))
+        if len(self._prefixes) > 1024:
+            self._prefixes.clear()
+        self._prefixes[key] = (prefix, counts)
+        return sum(counts)
 
     def _to_message(self, item: ScriptItem, index: int) -> AssistantMessage:
         if isinstance(item, AssistantMessage):
