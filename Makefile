@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test install install-dev lint typecheck bench clean
+.PHONY: demo test install install-dev lint typecheck services bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,12 @@ lint: install-dev
 typecheck: install-dev
 	$(PY) -m mypy
 
-test: install-dev lint typecheck
+# PostgreSQL on 127.0.0.1:5432 (database `test`) serves the durable tests; start it if it is down.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@pg_isready -h 127.0.0.1 -p 5432
+
+test: install-dev lint typecheck services
 	$(PY) -m pytest -q
 
 bench: install-dev

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pydantic
 
-from ._tool_exec import model_step, tool_step
+from ._tool_exec import ToolCrashed, model_step, tool_step
 from ._validate import validate
 from .memory.short_term import ShortTermMemory
 from .messages import (
@@ -38,7 +38,7 @@ from .tools import Tool, ToolArgumentsError, ToolContext
 if TYPE_CHECKING:
     from .agent import Agent
 
-__all__ = ["RunResult", "RunStatus", "StepInterrupted", "StepRunner", "Suspend", "run_loop"]
+__all__ = ["RunResult", "RunStatus", "StepConflict", "StepInterrupted", "StepRunner", "Suspend", "run_loop"]
 
 RunStatus = Literal["done", "failed", "waiting", "needs_attention"]
 StepFn = Callable[[], Awaitable[dict[str, Any]]]
@@ -54,6 +54,10 @@ class Suspend(Exception):  # noqa: N818 - a control-flow signal, not an error
 
 class StepInterrupted(Exception):  # noqa: N818 - a control-flow signal, not an error
     """A guarded step was started but never finished: its worker stopped while it ran."""
+
+
+class StepConflict(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Another segment of the run journaled the same step first: it owns the run, this one must stop."""
 
 
 class StepRunner(Protocol):
@@ -163,6 +167,10 @@ async def run_loop(
         if stop.pending is not None:
             run.messages.append(stop.pending)
         return run.finish(stop.status, None, stop.error, stop.kind)
+    except StepConflict:
+        raise
+    except Exception as exc:  # a model outage, a bug in a policy: the run fails, its journal intact
+        return run.finish("failed", None, f"{exc} (the run can be resumed once the cause is fixed)", type(exc).__name__)
 
 
 class _Run:
@@ -328,24 +336,18 @@ class _Run:
 
         self.event("tool_call", name=call.name, arguments=call.arguments, call_id=call.id)
         tctx = ToolContext(self.run_id, call.id, self.step, f"{self.run_id}/{self.step}/{index}")
-        raw = await self.run_tool(call, tool, functools.partial(tool_step, tool, kwargs, tctx))
-        result = ToolMessage(call.id, call.name, raw["content"], raw["is_error"])
-        if raw.get("failed"):
-            self.event(
-                "tool_result",
-                name=call.name,
-                call_id=call.id,
-                content=result.content,
-                is_error=True,
-                duration_ms=raw["duration_ms"],
-            )
+        try:
+            raw = await self.run_tool(call, tool, functools.partial(tool_step, tool, kwargs, tctx))
+        except ToolCrashed as crash:
+            self.event("tool_result", name=call.name, call_id=call.id, content=str(crash), is_error=True, duration_ms=0)
             raise _Stop(
                 "failed",
-                f"tool {call.name!r} raised {raw['failed']}; the run stopped with its state kept: fix the tool "
+                f"tool {call.name!r} raised {crash}; the run stopped with its state kept: fix the tool "
                 "(or raise ToolError for failures the model should see) and resume the run",
                 "ToolFailed",
-                result,
-            )
+                ToolMessage(call.id, call.name, f"{call.name} failed unexpectedly: {crash}", is_error=True),
+            ) from None
+        result = ToolMessage(call.id, call.name, raw["content"], raw["is_error"])
         if raw.get("escalate"):
             self.messages.append(result)  # the person sees what the tool said before deciding
             await self.ask_person(f"{call.name} asked for a person: {raw['escalate']}", tool=call.name)

@@ -13,7 +13,11 @@ from .messages import Message
 from .models._base import Model
 from .tools import Tool, ToolContext
 
-__all__ = ["model_step", "tool_step"]
+__all__ = ["ToolCrashed", "model_step", "tool_step"]
+
+
+class ToolCrashed(Exception):  # noqa: N818 - names what happened
+    """A tool raised an unexpected exception; raised out of the step so the outcome is not journaled."""
 
 
 async def model_step(
@@ -38,8 +42,11 @@ async def model_step(
 async def tool_step(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """Run one tool call with its timeout; return a JSON-ready record of the outcome.
 
-    The record has ``content`` and ``is_error``; ``failed`` when the tool raised an unexpected
-    exception (the run stops); ``escalate`` when the tool asked for a person.
+    The record has ``content`` and ``is_error``, and ``escalate`` when the tool asked for a person.
+
+    Raises:
+        ToolCrashed: the tool raised an exception that is not a keel signal. Nothing is journaled, so a
+            run resumed after a fix calls the tool again (or, for a guarded tool, asks a person first).
     """
     started = time.perf_counter()
     if tool.context_param is not None:
@@ -57,10 +64,6 @@ async def tool_step(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext) -> dic
     except TimeoutError:
         out = {"content": f"{tool.name} did not finish within its {tool.timeout} s timeout", "is_error": True}
     except Exception as exc:
-        out = {
-            "content": f"{tool.name} failed unexpectedly",
-            "is_error": True,
-            "failed": f"{type(exc).__name__}: {exc}",
-        }
+        raise ToolCrashed(f"{type(exc).__name__}: {exc}") from exc
     out["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return out

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetWorkflowID
 
-from .._loop import RunResult, run_loop
+from .._loop import RunResult, StepConflict, run_loop
 from ..exceptions import ConfigError, UsageError
 from ..messages import RunEvent
 from ._steps import JournalSteps
@@ -43,7 +43,8 @@ T = TypeVar("T")
 
 QUEUE = "keel.runs"
 FINAL = ("done", "failed", "cancelled")
-RESUMABLE = ("waiting", "needs_attention", "running", "queued")
+RESUMABLE = ("waiting", "needs_attention", "running", "queued", "failed")
+"""Statuses a run can be resumed from (a failed run, once the cause of its failure is fixed)."""
 """The states from which a run can be resumed or requeued."""
 HEARTBEAT_SECONDS = 5.0
 DEAD_AFTER_SECONDS = 30.0
@@ -98,7 +99,7 @@ async def carry(run_id: str, segment: int, emit: Callable[[RunEvent], None]) -> 
     steps = JournalSteps(run_id, store, engine.writer)
     try:
         result = await run_loop(agent, record.task, steps, emit, record.metadata)
-    except sa.exc.IntegrityError:
+    except StepConflict:
         # Another segment of this run journaled the same step first: it owns the run; this one stops.
         return {"run_id": run_id, "status": "stale"}, None
     data = result.to_dict()
@@ -199,7 +200,14 @@ class DurableEngine:
         DBOS(config=config)
         DBOS.listen_queues([QUEUE] if worker else [])
         DBOS.launch()
-        self.queue = DBOS.register_queue(QUEUE, worker_concurrency=concurrency, polling_interval_sec=0.2)
+        # DBOS keeps one queue configuration in the database for every process: only a worker sets it, so a
+        # process that merely queues runs does not reset the workers' concurrency to its own default.
+        self.queue = DBOS.register_queue(
+            QUEUE,
+            worker_concurrency=concurrency,
+            polling_interval_sec=0.2,
+            on_conflict="always_update" if worker else "never_update",
+        )
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat_loop, name="keel-heartbeat", daemon=True)
         self._info = {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker}
@@ -404,7 +412,7 @@ class DurableEngine:
         record = self.store.get_run(run_id)
         if record is None:
             raise UsageError(f"run {run_id!r} does not exist in {self.url}; list runs with `keel runs list`")
-        if record.status in FINAL:
+        if record.status in ("done", "cancelled"):
             raise UsageError(
                 f"run {run_id!r} already finished ({record.status}); nothing to resume. "
                 f"To run it again from a step, use `keel runs fork {run_id} --from-step N`"

@@ -6,7 +6,9 @@ import hashlib
 import time
 from typing import Any
 
-from .._loop import RunStatus, StepFn, StepInterrupted, Suspend
+import sqlalchemy as sa
+
+from .._loop import RunStatus, StepConflict, StepFn, StepInterrupted, Suspend
 from ..exceptions import RunError
 from ._store import Approval, Store
 from ._writer import JournalWriter
@@ -55,13 +57,16 @@ class JournalSteps:
             raise StepInterrupted(f"{name} at step {seq} of run {self.run_id} started but never finished")
         if name == "model":
             self._check_cancelled()
-        if guard:
-            await self._writer.step("started", self.run_id, seq, name, None)
-            output = await fn()
-            await self._writer.step("complete", self.run_id, seq, name, output)
-        else:
-            output = await fn()
-            await self._writer.step("done", self.run_id, seq, name, output)
+        try:
+            if guard:
+                await self._writer.step("started", self.run_id, seq, name, None)
+                output = await fn()
+                await self._writer.step("complete", self.run_id, seq, name, output)
+            else:
+                output = await fn()
+                await self._writer.step("done", self.run_id, seq, name, output)
+        except sa.exc.IntegrityError as exc:
+            raise StepConflict(f"step {seq} of run {self.run_id} was journaled by another segment") from exc
         return output
 
     def _check_cancelled(self) -> None:
