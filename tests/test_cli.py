@@ -166,6 +166,9 @@ def test_an_edited_call_runs_with_the_new_arguments_and_a_rejected_one_not_at_al
     pending = json.loads(keel("approvals", "list", "--db", db, "--json")[1])
     by_run = {a["run_id"]: a["id"] for a in pending}
 
+    code, _, err = keel("approvals", "approve", by_run[first], "--hash", "0" * 64, "--db", db)
+    assert code == 2 and "is for other arguments than the ones given" in err and "review the request again" in err
+
     edited = '{"order_id": "A-1004", "amount": "100.00"}'
     code, out, err = keel("approvals", "edit", by_run[first], "--arguments", edited, "--note", "partial", "--db", db)
     assert code == 0, err

@@ -1,4 +1,4 @@
-"""``keel runs`` (list, show, resume, cancel, fork, prune, resolve) and ``keel worker``."""
+"""``keel runs``: list, show, resume, cancel, fork, prune and resolve durable runs."""
 
 from __future__ import annotations
 
@@ -6,11 +6,7 @@ import asyncio
 import dataclasses
 import enum
 import json
-import os
 import re
-import signal
-import socket
-import threading
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,13 +31,12 @@ from ._cli_common import (
     when,
 )
 from ._runtime import Runtime
-from .exceptions import ConfigError, UsageError
+from .exceptions import UsageError
 
 if TYPE_CHECKING:
-    from .agent import Agent
-    from .durable import DurableEngine, RunRecord
+    from .durable import RunRecord
 
-__all__ = ["parse_duration", "runs_app", "worker"]
+__all__ = ["parse_duration", "runs_app"]
 
 runs_app = typer.Typer(no_args_is_help=True, help="Durable runs: list, show, resume, cancel, fork, prune, resolve.")
 
@@ -207,15 +202,10 @@ def _refuse_pending(runtime: Runtime, run_id: str, db: str | None) -> None:
     now = time.time()
     pending = [a for a in runtime.approvals(run_id=run_id) if a.expires_at is None or a.expires_at > now]
     if pending:
-        commands = [
-            f"keel approvals approve {a.id}{db_flag(db)}"
-            if a.kind == "approval"
-            else f"keel runs resolve {a.id} retry|skip|fail|continue{db_flag(db)}"
-            for a in pending
-        ]
+        commands = [command for a in pending for command in decide_commands(a, db)]
         raise UsageError(
             f"run {run_id!r} waits for a decision on {', '.join(a.id for a in pending)}; decide first: "
-            + "; ".join(commands)
+            + "; ".join(" ".join(c.split()) for c in commands)
         )
 
 
@@ -229,7 +219,7 @@ def resume(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Continue a run that has not finished: here (--target) or on any worker.
+    """Continue a run that waited, was interrupted or stopped: here (--target) or on any worker.
 
     Exit codes with --target: 0 done, 1 failed, 2 bad input, 3 waiting again.
     """
@@ -342,90 +332,3 @@ def resolve(
         runtime = Runtime(db)
         decided = runtime.resolve(approval_id, decision.value, by=by or user_name(), note=note, result=result)
         print_decided(decided, runtime, db, as_json)
-
-
-def _default_worker_id() -> str:
-    from .config import settings
-
-    return settings().worker_id or f"worker-{socket.gethostname()}"
-
-
-def _safe_url(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
-
-
-def _serve(url: str, agents: list[Agent], worker_id: str, concurrency: int) -> None:
-    """Run the worker on a thread until SIGINT or SIGTERM; the main thread only waits and handles signals."""
-    from .durable import run_worker
-
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def ready(engine: DurableEngine) -> None:
-        names = ", ".join(a.name for a in agents)
-        console.print(
-            f"[bold]keel worker[/] {worker_id} on {_safe_url(url)}  agents {names}  concurrency {concurrency}"
-            "  (Ctrl-C to stop)",
-            soft_wrap=True,
-        )
-
-    def serve() -> None:
-        try:
-            run_worker(url, agents, worker_id=worker_id, concurrency=concurrency, stop=stop, ready=ready)
-        except BaseException as exc:  # reported by the main thread
-            failures.append(exc)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():  # a second signal: stop now; segments left behind are recovered on restart
-            os._exit(130)
-        console.print(f"{signal.Signals(signum).name}: stopping the worker (again to force)")
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    thread = threading.Thread(target=serve, name="keel-worker", daemon=True)
-    try:
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.5)  # a timed join keeps the main thread responsive to signals everywhere
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if failures:
-        raise failures[0]
-    console.print(f"worker {worker_id} stopped")
-
-
-def worker(
-    targets: Annotated[
-        list[str] | None,
-        typer.Argument(help="the agents to serve: FILE.py:agent or module:agent", show_default=False),
-    ] = None,
-    db: DbOption = None,
-    worker_id: Annotated[
-        str | None, typer.Option("--id", help="a stable worker id (default KEEL_WORKER_ID, else worker-HOSTNAME)")
-    ] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="runs served at once")] = 100,
-) -> None:
-    """Serve queued runs of the given agents until SIGINT or SIGTERM."""
-    if not targets:
-        raise fail_input("missing TARGET: name the agents this worker serves, as in: keel worker path/to/file.py:agent")
-    with exits():
-        agents = [load_target(t) for t in targets]
-        seen: dict[str, str] = {}
-        for target, agent in zip(targets, agents, strict=True):
-            if agent.name in seen:
-                raise ConfigError(
-                    f"{seen[agent.name]} and {target} are both named {agent.name!r}; runs find their agent by "
-                    "name, so give each agent a distinct name"
-                )
-            seen[agent.name] = target
-        from .config import settings
-
-        url = db or settings().database_url
-        if url == "memory":
-            raise UsageError(
-                "a worker needs a database shared with the processes that start runs; "
-                "give --db sqlite:///path/to/keel.db or postgresql://..."
-            )
-        Runtime(url)  # reject a bad URL with its name before starting
-        _serve(url, agents, worker_id or _default_worker_id(), concurrency)

@@ -221,7 +221,7 @@ class _Run:
             for policy in agent.policies:
                 decision = await policy.after_model(ctx, response)
                 if decision.action != "allow":
-                    await self.objection(self.decided(decision, policy, None))
+                    self.note(await self.objection(self.decided(decision, policy, None)))
 
             verdict = validate(response.message, agent, {s["name"] for s in offered})
             self.messages.append(response.message)
@@ -257,24 +257,29 @@ class _Run:
                 allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
                 offered = [s for s in offered if s["name"] in allowed]
             elif decision.action != "modify":
-                await self.objection(decision)
+                self.note(await self.objection(decision))
         return offered
 
-    async def objection(self, decision: Decision, pending: ToolMessage | None = None) -> None:
-        """Act on a deny/stop/pause outside a tool call: deny and stop end the run; pause asks a person."""
+    async def objection(self, decision: Decision, pending: ToolMessage | None = None) -> str | None:
+        """Act on a deny/stop/pause: deny and stop end the run; pause asks a person and returns their note."""
         if decision.action == "pause":
-            await self.ask_person(f"{decision.policy}: {decision.reason}")
-            return
+            return await self.ask_person(f"{decision.policy}: {decision.reason}")
         if decision.action in ("deny", "stop"):
             raise _Stop("failed", f"stopped by {decision.policy}: {decision.reason}", "PolicyStop", pending)
+        return None
 
-    async def ask_person(self, reason: str, **request: Any) -> None:
-        """Pause until a person says continue (with an optional note the model sees) or fail."""
+    async def ask_person(self, reason: str, **request: Any) -> str | None:
+        """Pause until a person says continue (returning their note, if any) or fail."""
         choice = await self.steps.decide("pause", {"reason": reason, **request})
         if choice.get("decision") == "fail":
             raise _Stop("failed", f"a person ended the run: {choice.get('note') or reason}", "Stopped")
-        if choice.get("note"):
-            self.messages.append(UserMessage(f"A person reviewed the run and says: {choice['note']}"))
+        note = choice.get("note")
+        return f"A person reviewed the run and says: {note}" if note else None
+
+    def note(self, text: str | None) -> None:
+        """Tell the model what a person said, as a user message."""
+        if text:
+            self.messages.append(UserMessage(text))
 
     async def ask_model(self, offered: list[dict[str, Any]]) -> ModelResponse:
         self.event("model_request", messages=len(self.messages), tools=len(offered))
@@ -349,9 +354,9 @@ class _Run:
             ) from None
         result = ToolMessage(call.id, call.name, raw["content"], raw["is_error"])
         if raw.get("escalate"):
-            self.messages.append(result)  # the person sees what the tool said before deciding
-            await self.ask_person(f"{call.name} asked for a person: {raw['escalate']}", tool=call.name)
-            self.messages.pop()
+            said = await self.ask_person(f"{call.name} asked for a person: {raw['escalate']}", tool=call.name)
+            if said:  # the note travels with the tool's result, keeping the messages in provider order
+                result = dataclasses.replace(result, content=f"{result.content}\n{said}")
         for policy in self.agent.policies:
             decision = await policy.after_tool(ctx, call, result)
             if decision.action == "allow":
@@ -362,7 +367,9 @@ class _Run:
             elif decision.action == "deny":
                 result = ToolMessage(call.id, call.name, f"withheld: {decision.reason}", is_error=True)
             else:
-                await self.objection(decision, result)
+                said = await self.objection(decision, result)
+                if said:
+                    result = dataclasses.replace(result, content=f"{result.content}\n{said}")
         self.event(
             "tool_result",
             name=call.name,

@@ -3,8 +3,8 @@
 Exit codes: 0 done or ok, 1 failed, 2 bad input (an unknown id, a run in the wrong state, a malformed
 option), 3 waiting for approval or attention (commands that run or resume a run).
 
-The commands live in ``_cli_runs`` (``keel runs``, ``keel worker``) and ``_cli_approvals``
-(``keel approvals``); what they share is in ``_cli_common``.
+The commands live in ``_cli_runs`` (``keel runs``), ``_cli_approvals`` (``keel approvals``) and
+``_cli_worker`` (``keel worker``); what they share is in ``_cli_common``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from ._cli_common import (
     out,
     print_result,
 )
-from ._cli_runs import runs_app, worker
+from ._cli_runs import runs_app
+from ._cli_worker import worker
 from ._loop import RunResult
 from .exceptions import ConfigError, KeelError, UsageError
 from .models import resolve_model

@@ -125,3 +125,33 @@ def test_a_killed_run_resumes_without_repeating_any_side_effect(tmp_path: Path) 
     # a person confirms the charge went through: skip it with that result, and the run completes
     assert "RESULT done all charged 3" in run("skip")
     assert ledger.read_text().splitlines() == ["charge 1", "charge 2"]
+
+
+def test_a_tool_that_escalates_waits_for_a_person_and_the_model_sees_the_note(db_url: str) -> None:
+    import asyncio
+
+    from keel import Escalate
+    from keel.messages import ToolMessage
+
+    calls: list[str] = []
+
+    @tool
+    def escalate_to_human(reason: str) -> str:
+        """Hand the conversation to a person."""
+        calls.append(reason)
+        raise Escalate(reason)
+
+    script = [ToolCall("escalate_to_human", {"reason": "customer asks for a manager"}), "A manager will call you."]
+    agent = Agent("escalating", ScriptedModel(script), tools=[escalate_to_human])
+    runtime = Runtime(db_url)
+    first = agent.run_sync("I want a manager", runtime=runtime)
+    assert (first.status, first.error_type) == ("needs_attention", "NeedsAttention")
+    [request] = runtime.approvals(run_id=first.run_id)
+    assert request.kind == "pause" and "customer asks for a manager" in request.reason
+
+    runtime.resolve(request.id, "continue", by="lead", note="I will call them at 3pm", dispatch=False)
+    done = asyncio.run(runtime.resume(agent, first.run_id))
+    assert (done.status, done.output) == ("done", "A manager will call you.")
+    assert calls == ["customer asks for a manager"]  # journaled: not run again on resume
+    result = next(m for m in done.messages if isinstance(m, ToolMessage))
+    assert result.content.endswith("A person reviewed the run and says: I will call them at 3pm")

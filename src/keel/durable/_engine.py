@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -47,6 +48,10 @@ RESUMABLE = ("waiting", "needs_attention", "running", "queued", "failed")
 """Statuses a run can be resumed from (a failed run, once the cause of its failure is fixed)."""
 """The states from which a run can be resumed or requeued."""
 HEARTBEAT_SECONDS = 5.0
+LAUNCH_SECONDS = 60.0
+"""How long a segment handed out while its process launches waits for the launch to finish."""
+ORPHAN_AFTER_SECONDS = 2 * HEARTBEAT_SECONDS
+"""A run queued or running but untouched for this long, with no live segment, is handed to the queue again."""
 DEAD_AFTER_SECONDS = 30.0
 
 _AGENTS: dict[str, Agent] = {}
@@ -83,7 +88,7 @@ async def carry(run_id: str, segment: int, emit: Callable[[RunEvent], None]) -> 
     Returns:
         a JSON-ready summary, and the full result when this segment ran the loop.
     """
-    engine = DurableEngine.current()
+    engine = await DurableEngine.launched()
     store = engine.store
     record = store.get_run(run_id)
     if record is None:
@@ -166,6 +171,7 @@ class DurableEngine:
 
     _current: ClassVar[DurableEngine | None] = None
     _lock: ClassVar[threading.Lock] = threading.Lock()
+    _ready: ClassVar[threading.Event] = threading.Event()
 
     def __init__(
         self,
@@ -229,6 +235,7 @@ class DurableEngine:
             kwargs.setdefault("worker_id", s.worker_id)
             kwargs.setdefault("application_version", s.application_version)
             cls._current = off_loop(lambda: cls(url, **kwargs))
+            cls._ready.set()
             return cls._current
 
     @classmethod
@@ -241,6 +248,17 @@ class DurableEngine:
         if cls._current is None:
             raise UsageError("no durable engine is running in this process")
         return cls._current
+
+    @classmethod
+    async def launched(cls) -> DurableEngine:
+        """The engine, waiting while it launches: DBOS starts handing out queued segments before that ends.
+
+        Raises:
+            UsageError: no engine has been launched in this process.
+        """
+        if not cls._ready.is_set():
+            await asyncio.to_thread(cls._ready.wait, LAUNCH_SECONDS)
+        return cls.current()
 
     @classmethod
     def close(cls) -> None:
@@ -257,6 +275,7 @@ class DurableEngine:
         self.writer.close()
         self.engine.dispose()
         if DurableEngine._current is self:
+            DurableEngine._ready.clear()
             DurableEngine._current = None
 
     # -- heartbeat and sweeping ----------------------------------------------------------------
@@ -283,8 +302,12 @@ class DurableEngine:
             if not self.store.forget_worker(worker_id):
                 continue  # another sweeper took it
             # A segment the dead worker had dequeued but not yet marked running leaves its run "queued"
-            # with no worker named; only DBOS knows who held it, and nobody else would ever run it.
+            # with no worker named; only DBOS knows who held it, and nobody else would ever run it. Its
+            # segments are cancelled first, so that a restart under the same id does not recover them too
+            # (and none stays pending for ever: those of runs it finished just before it died, for one).
             held = self._held_segments(worker_id)
+            if held:
+                off_loop(functools.partial(DBOS.cancel_workflows, sorted(held)))
             for record in self.store.list_runs(status="running", limit=10_000):
                 if record.worker == worker_id or segment_id(record.run_id, record.segment) in held:
                     self._cancel_segment(record)
@@ -292,9 +315,11 @@ class DurableEngine:
                         dispatched.append(self.dispatch(record.run_id, expect=("running",)))
             for record in self.store.list_runs(status="queued", limit=10_000):
                 if segment_id(record.run_id, record.segment) in held:
-                    self._cancel_segment(record)
                     with contextlib.suppress(UsageError):  # a worker started it meanwhile
                         dispatched.append(self.dispatch(record.run_id, expect=("queued",)))
+        for record in self._orphans(now):
+            with contextlib.suppress(UsageError):  # it moved on meanwhile
+                dispatched.append(self.dispatch(record.run_id, expect=(record.status,)))
         for approval in self.store.expire_due(now):
             waiting = self.store.get_run(approval.run_id)
             if waiting is not None and waiting.status in ("waiting", "needs_attention"):
@@ -316,6 +341,35 @@ class DurableEngine:
             return True
         beat = self.store.workers_seen().get(worker_id)
         return beat is not None and time.time() - beat < DEAD_AFTER_SECONDS
+
+    def _orphans(self, now: float) -> list[RunRecord]:
+        """Runs left queued or running that nothing will carry on.
+
+        A process that died between claiming a run's next segment and queueing it leaves the run queued
+        with no segment in DBOS; a segment that ended without settling its run (an error escaped it)
+        leaves the run queued or running for ever. A run running with no segment in DBOS runs inside
+        its process, outside the queue: the dead-worker sweep covers it.
+        """
+        idle = [
+            record
+            for status in ("queued", "running")
+            for record in self.store.list_runs(status=status, limit=10_000)
+            if now - record.updated_at > ORPHAN_AFTER_SECONDS
+        ]
+        ids = [segment_id(record.run_id, record.segment) for record in idle]
+        found: dict[str, str] = {}
+        for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+            listed = off_loop(
+                lambda chunk=chunk: DBOS.list_workflows(  # type: ignore[misc]
+                    workflow_ids=chunk, load_input=False, load_output=False
+                )
+            )
+            found.update((w.workflow_id, w.status) for w in listed)
+        return [
+            record
+            for record, wid in zip(idle, ids, strict=True)
+            if found.get(wid) not in ("ENQUEUED", "PENDING", "DELAYED") and (wid in found or record.status == "queued")
+        ]
 
     def _held_segments(self, worker_id: str) -> set[str]:
         """The ids of the segments a worker had dequeued (DBOS: PENDING on its executor id) and not finished."""
