@@ -74,7 +74,11 @@ class StepRunner(Protocol):
         ...
 
     async def complete(self, fn: StepFn) -> dict[str, Any]:
-        """Finish the interrupted guarded step with `fn`'s result."""
+        """Finish the interrupted guarded step with `fn`'s result.
+
+        Raises:
+            StepInterrupted: replaying a completion that started but never finished (a retry cut off too).
+        """
         ...
 
     async def decide(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +146,11 @@ class RunResult:
             data.get("error"),
             data.get("error_type"),
         )
+
+
+async def _given(output: dict[str, Any]) -> dict[str, Any]:
+    """A step whose output a person supplied."""
+    return output
 
 
 class _Stop(Exception):  # noqa: N818 - ends the run from deep inside a turn
@@ -410,10 +419,12 @@ class _Run:
         try:
             return await self.steps(f"tool:{call.name}", fn, guard=tool.side_effects and not tool.idempotent)
         except StepInterrupted:
-            reason = (
-                f"{call.name} was running when its worker stopped and may or may not have taken effect; "
-                "retry it, skip it (giving the result it had), or fail the run"
-            )
+            pass
+        reason = (
+            f"{call.name} was running when its worker stopped and may or may not have taken effect; "
+            "retry it, skip it (giving the result it had), or fail the run"
+        )
+        while True:
             choice = await self.steps.decide(
                 "interrupted",
                 {
@@ -423,13 +434,14 @@ class _Run:
                     "reason": reason,
                 },
             )
-            if choice.get("decision") == "retry":
-                return await self.steps.complete(fn)
+            completion = fn
             if choice.get("decision") == "skip":
                 supplied = {"content": str(choice.get("result") or "done"), "is_error": False, "duration_ms": 0.0}
-
-                async def skipped() -> dict[str, Any]:
-                    return supplied
-
-                return await self.steps.complete(skipped)
-            raise _Stop("failed", f"a person failed the run after {call.name} was interrupted", "Interrupted") from None
+                completion = functools.partial(_given, supplied)
+            elif choice.get("decision") != "retry":
+                raise _Stop("failed", f"a person failed the run after {call.name} was interrupted", "Interrupted")
+            try:
+                return await self.steps.complete(completion)
+            except StepInterrupted:
+                # the retry was cut off too, and may or may not have taken effect: a person decides again
+                continue

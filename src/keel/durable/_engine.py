@@ -194,6 +194,10 @@ class DurableEngine:
             raise ConfigError(f"cannot open database {url!r}: {type(exc).__name__}: {exc}; check the URL") from exc
         self.worker_id = worker_id or f"proc-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.is_worker = worker
+        # Heartbeat (with this pid) before DBOS launches and recovers this worker id's pending segments, so
+        # that no sweeper takes this process for the dead one it replaces and hands those runs out too.
+        self._info = {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker}
+        self.store.heartbeat(self.worker_id, self._info)
         config: DBOSConfig = {
             "name": "keel",
             "system_database_url": self.engine.url.render_as_string(hide_password=False),
@@ -216,8 +220,6 @@ class DurableEngine:
         )
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat_loop, name="keel-heartbeat", daemon=True)
-        self._info = {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker}
-        self.store.heartbeat(self.worker_id, self._info)
         self._beat.start()
 
     @classmethod
@@ -289,7 +291,7 @@ class DurableEngine:
                 log.exception("heartbeat failed")
 
     def sweep(self, now: float | None = None, dead_after: float = DEAD_AFTER_SECONDS) -> list[str]:
-        """Hand the runs of workers that stopped heartbeating, and of expired approvals, to the queue.
+        """Hand the runs of workers that stopped heartbeating, orphaned runs, and expired approvals to the queue.
 
         Returns:
             the ids of the runs dispatched.
@@ -299,8 +301,8 @@ class DurableEngine:
         for worker_id, beat in self.store.workers_seen().items():
             if worker_id == self.worker_id or (now - beat < dead_after and self.alive(worker_id)):
                 continue
-            if not self.store.forget_worker(worker_id):
-                continue  # another sweeper took it
+            if not self.store.forget_worker(worker_id, beat):
+                continue  # another sweeper took it, or the worker came back under the same id
             # A segment the dead worker had dequeued but not yet marked running leaves its run "queued"
             # with no worker named; only DBOS knows who held it, and nobody else would ever run it. Its
             # segments are cancelled first, so that a restart under the same id does not recover them too
@@ -403,11 +405,17 @@ class DurableEngine:
         Raises:
             UsageError: the run does not exist or has finished.
         """
-        try:
-            self.dispatch(run_id)
-        except UsageError:
-            if self.store.status(run_id) not in ("queued", "running"):
-                raise
+        while True:
+            try:
+                self.dispatch(run_id)
+                return
+            except UsageError:
+                status = self.store.status(run_id)
+                if status in ("queued", "running"):
+                    return
+                if status not in ("waiting", "needs_attention"):
+                    raise
+                # the segment recorded that the run waits between our two looks: claim it again
 
     def _enqueue(self, run_id: str, segment: int) -> None:
         def enqueue() -> None:

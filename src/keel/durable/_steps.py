@@ -15,7 +15,9 @@ from ._writer import JournalWriter
 
 __all__ = ["JournalSteps"]
 
-CANCEL_CHECK_SECONDS = 1.0
+COMPLETION = "completion:interrupted"
+RESOLUTION = ("request:interrupted", "decision:interrupted", COMPLETION)
+"""Journal names of the rows that resolve an interrupted step, right after it."""
 WAITING: dict[str, RunStatus] = {"approval": "waiting", "interrupted": "needs_attention", "pause": "needs_attention"}
 
 
@@ -31,7 +33,6 @@ class JournalSteps:
         self.run_id = run_id
         self._store = store
         self._writer = writer
-        self._checked = 0.0
         self._journal = store.load_steps(run_id)
         self._seq = 0
         self._interrupted: int | None = None
@@ -52,6 +53,7 @@ class JournalSteps:
                 )
             if status == "done":
                 assert output is not None
+                self._skip_resolution()
                 return output
             self._interrupted = seq
             raise StepInterrupted(f"{name} at step {seq} of run {self.run_id} started but never finished")
@@ -70,22 +72,42 @@ class JournalSteps:
         return output
 
     def _check_cancelled(self) -> None:
-        # A cancel may come from any process; reading the run's status at most once a second keeps
-        # the cost off the step path.
-        now = time.monotonic()
-        if now - self._checked < CANCEL_CHECK_SECONDS:
-            return
-        self._checked = now
-        if self._store.status(self.run_id) == "cancelled":
+        # A cancel may come from any process; the store refreshes one set of cancelled runs for the
+        # whole process at most once a second, which keeps the cost off every run's step path.
+        if self._store.is_cancelled(self.run_id):
             raise Suspend("failed", "the run was cancelled")
 
+    def _skip_resolution(self) -> None:
+        """Step past the journal rows of a person's decision on the step just replayed, if it was interrupted.
+
+        They follow the step they resolve, and a replay that finds the step done does not ask again.
+        """
+        while (entry := self._journal.get(self._seq + 1)) is not None and entry[0] in RESOLUTION:
+            self._seq += 1
+            del self._journal[self._seq]
+
     async def complete(self, fn: StepFn) -> dict[str, Any]:
-        """Finish the interrupted step with `fn`'s output (a retry, or a result a person supplied)."""
+        """Finish the interrupted step with `fn`'s output (a retry, or a result a person supplied).
+
+        The completion is journaled as begun before `fn` runs, so a retry cut off in turn is not repeated
+        on the strength of the old decision: the replay finds it begun, the step still unfinished, and
+        asks again.
+
+        Raises:
+            StepInterrupted: an earlier completion of this step began and never finished.
+        """
         seq = self._interrupted
         if seq is None:
             raise RunError(f"run {self.run_id}: no interrupted step to complete")
-        self._interrupted = None
+        self._seq += 1
+        if self._journal.pop(self._seq, None) is not None:
+            raise StepInterrupted(f"completing step {seq} of run {self.run_id} began but never finished")
+        try:
+            await self._writer.step("done", self.run_id, self._seq, COMPLETION, {"step": seq})
+        except sa.exc.IntegrityError as exc:
+            raise StepConflict(f"step {self._seq} of run {self.run_id} was journaled by another segment") from exc
         output = await fn()
+        self._interrupted = None
         await self._writer.step("complete", self.run_id, seq, "", output)
         return output
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,10 @@ def finish_params(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+CANCEL_REFRESH_SECONDS = 1.0
+CANCEL_HORIZON_SECONDS = 7 * 24 * 3600.0
+"""Runs cancelled longer ago than this are not looked for (their segments have long stopped)."""
+
 MIGRATIONS: list[list[sa.Table]] = [[runs, steps, approvals, workers]]
 """Migration N creates (or alters) these tables; append, never edit, to change the schema."""
 
@@ -239,9 +244,26 @@ class Store:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._cancelled: set[str] = set()
+        self._cancelled_at = float("-inf")
+        self._cancel_lock = threading.Lock()
         self._select_steps = sa.select(steps.c.seq, steps.c.name, steps.c.status, steps.c.output).where(
             steps.c.run_id == sa.bindparam("r")
         )
+
+    def is_cancelled(self, run_id: str) -> bool:
+        """Whether the run was cancelled, from a process-wide set refreshed at most once a second."""
+        now = time.monotonic()
+        if now - self._cancelled_at >= CANCEL_REFRESH_SECONDS:
+            with self._cancel_lock:
+                if now - self._cancelled_at >= CANCEL_REFRESH_SECONDS:
+                    query = sa.select(runs.c.run_id).where(
+                        runs.c.status == "cancelled", runs.c.updated_at > time.time() - CANCEL_HORIZON_SECONDS
+                    )
+                    with self.engine.connect() as conn:
+                        self._cancelled = {str(r[0]) for r in conn.execute(query)}
+                    self._cancelled_at = now
+        return run_id in self._cancelled
 
     # -- schema -------------------------------------------------------------------------------
     def migrate(self) -> int:
@@ -297,6 +319,8 @@ class Store:
 
     def set_status(self, run_id: str, status: str, *, worker: str | None = None, segment: int | None = None) -> None:
         """Move a run to `status`."""
+        if status == "cancelled":
+            self._cancelled.add(run_id)
         values: dict[str, Any] = {"status": status, "updated_at": time.time()}
         if worker is not None:
             values["worker"] = worker
@@ -543,10 +567,17 @@ class Store:
             row = conn.execute(sa.select(workers.c.info).where(workers.c.worker_id == worker_id)).first()
         return None if row is None else dict(json.loads(row[0] or "{}"))
 
-    def forget_worker(self, worker_id: str) -> bool:
-        """Remove a worker's row; True if this call removed it (only one sweeper wins)."""
+    def forget_worker(self, worker_id: str, seen: float | None = None) -> bool:
+        """Remove a worker's row; True if this call removed it (only one sweeper wins).
+
+        With `seen`, only while its last heartbeat is still that one: a worker restarted under the same id
+        since it was judged dead keeps its row.
+        """
+        query = workers.delete().where(workers.c.worker_id == worker_id)
+        if seen is not None:
+            query = query.where(workers.c.heartbeat_at == seen)
         with self.engine.begin() as conn:
-            return conn.execute(workers.delete().where(workers.c.worker_id == worker_id)).rowcount == 1
+            return conn.execute(query).rowcount == 1
 
 
 def _run_record(row: Any) -> RunRecord:
