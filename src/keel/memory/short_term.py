@@ -77,7 +77,7 @@ class ShortTermMemory:
 
     async def _counts_of(self, model: Model, messages: list[Message]) -> list[int]:
         known = len(self._prefix)
-        if known > len(messages) or (known and messages[known - 1] is not self._prefix[-1]):
+        if known > len(messages) or messages[:known] != self._prefix:  # identity first, in C: cheap
             self._prefix, self._prefix_counts, known = [], [], 0
         for message in messages[known:]:
             self._prefix.append(message)

@@ -91,7 +91,7 @@ class ScriptedModel:
         key = id(messages[1]) if len(messages) > 1 else 0
         prefix, counts = self._prefixes.get(key, ([], []))
         known = len(prefix)
-        if known > len(messages) or (known and messages[known - 1] is not prefix[-1]):
+        if known > len(messages) or list(messages[:known]) != prefix:  # identity first, in C: cheap
             prefix, counts, known = [], [], 0
         for message in messages[known:]:
             prefix.append(message)

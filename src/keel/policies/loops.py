@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ..exceptions import ConfigError
-from ..messages import AssistantMessage, ToolCall, ToolMessage
+from ..messages import AssistantMessage, Message, ToolCall, ToolMessage
 from ..tools import Tool
 from . import ALLOW, Decision, Policy, PolicyContext
 
 __all__ = ["LoopGuard"]
 
 REPEAT = "repeated call"
+MAX_RUNS = 4096
 MAX_QUOTE = 600
 
 
@@ -40,6 +42,8 @@ class LoopGuard(Policy):
             raise ConfigError(f"LoopGuard: then must be 'withhold' or 'pause', got {then!r}")
         self.max_denials = max_denials
         self.then = then
+        # Read incrementally: the conversation only grows, so each message is indexed once per run.
+        self._runs: dict[str, _Seen] = {}
 
     async def before_model(self, ctx: PolicyContext) -> Decision:
         """Act once the latest tool results are `max_denials` repeated-call denials in a row."""
@@ -62,26 +66,54 @@ class LoopGuard(Policy):
 
     async def before_tool(self, ctx: PolicyContext, call: ToolCall, tool: Tool) -> Decision:
         """Deny a call identical to one made since the last side-effecting call."""
-        key = _key(call)
-        rejected = {m.call_id for m in ctx.messages if isinstance(m, ToolMessage) and m.rejected}
-        for message in reversed(ctx.messages):
-            if not isinstance(message, AssistantMessage):
-                continue
-            for earlier in message.tool_calls:
-                if earlier.id == call.id or earlier.id in rejected:
+        seen = self._index(ctx)
+        earlier = [i for i in seen.calls.get(_key(call), ()) if i != call.id]
+        if not earlier:
+            return ALLOW
+        previous = seen.results.get(earlier[0], "")
+        if len(previous) > MAX_QUOTE:
+            previous = previous[:MAX_QUOTE] + "..."
+        return Decision.deny(
+            f"{REPEAT}: {call.name} already returned this for the same arguments: {previous}\n"
+            "Use that result to answer, or call a different tool."
+        )
+
+    def _index(self, ctx: PolicyContext) -> _Seen:
+        """The run's calls since its last side effect, brought up to date with the messages added since."""
+        seen = self._runs.get(ctx.run_id)
+        messages = ctx.messages
+        if seen is None or seen.count > len(messages) or (seen.count and messages[seen.count - 1] is not seen.last):
+            seen = _Seen()
+        for message in messages[seen.count :]:
+            if isinstance(message, AssistantMessage):
+                for c in message.tool_calls:
+                    key = _key(c)
+                    seen.keys[c.id] = key
+                    seen.calls.setdefault(key, []).append(c.id)
+            elif isinstance(message, ToolMessage):
+                if message.rejected:  # never ran: it does not count as an earlier call
+                    ids = seen.calls.get(seen.keys.get(message.call_id, ("", "")))
+                    if ids and message.call_id in ids:
+                        ids.remove(message.call_id)
                     continue
-                if _key(earlier) == key:
-                    previous = next(
-                        (m.content for m in ctx.messages if isinstance(m, ToolMessage) and m.call_id == earlier.id),
-                        "",
-                    )
-                    if len(previous) > MAX_QUOTE:
-                        previous = previous[:MAX_QUOTE] + "..."
-                    return Decision.deny(
-                        f"{REPEAT}: {call.name} already returned this for the same arguments: {previous}\n"
-                        "Use that result to answer, or call a different tool."
-                    )
-                earlier_tool = ctx.tools.get(earlier.name)
-                if earlier_tool is not None and earlier_tool.side_effects:
-                    return ALLOW
-        return ALLOW
+                seen.results[message.call_id] = message.content
+                ran = ctx.tools.get(message.name)
+                if ran is not None and ran.side_effects:  # the world may have changed: repeats are fine again
+                    seen.calls.clear()
+        seen.count = len(messages)
+        seen.last = messages[-1] if messages else None
+        self._runs[ctx.run_id] = seen
+        while len(self._runs) > MAX_RUNS:
+            self._runs.pop(next(iter(self._runs)))
+        return seen
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What the guard has read of one run's conversation (a pure function of its messages)."""
+
+    count: int = 0
+    last: Message | None = None
+    calls: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    results: dict[str, str] = field(default_factory=dict)
