@@ -155,3 +155,43 @@ def test_a_tool_that_escalates_waits_for_a_person_and_the_model_sees_the_note(db
     assert calls == ["customer asks for a manager"]  # journaled: not run again on resume
     result = next(m for m in done.messages if isinstance(m, ToolMessage))
     assert result.content.endswith("A person reviewed the run and says: I will call them at 3pm")
+
+
+def test_an_expired_approval_cannot_be_approved_and_its_default_applies(db_url: str) -> None:
+    import asyncio
+
+    from keel.messages import ToolMessage
+    from keel.policies.approvals import RequireApproval
+
+    refunds: list[str] = []
+
+    @tool(side_effects=True)
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        refunds.append(order_id)
+        return "refunded"
+
+    script = [ToolCall("refund", {"order_id": "A-1"}), "The refund was not approved in time."]
+    agent = Agent(
+        "expiring", ScriptedModel(script), tools=[refund], policies=[RequireApproval(["refund"], expires_in=3600)]
+    )
+    runtime = Runtime(db_url)
+    paused = agent.run_sync("refund A-1", runtime=runtime)
+    assert paused.status == "waiting"
+    [approval] = runtime.approvals(run_id=paused.run_id)
+
+    # an hour passes: move the deadline into the past rather than waiting for it
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE keel_approvals SET expires_at = requested_at - 1 WHERE id = :i"), {"i": approval.id}
+        )
+    engine.dispose()
+
+    with pytest.raises(UsageError, match="expired"):
+        runtime.approve(approval.id, by="late reviewer")
+    done = asyncio.run(runtime.resume(agent, paused.run_id))
+    assert done.status == "done" and refunds == []
+    rejected = next(m for m in done.messages if isinstance(m, ToolMessage))
+    assert rejected.rejected and "expired" in rejected.content
+    assert runtime.approvals(status=None, run_id=paused.run_id)[0].status == "expired"
