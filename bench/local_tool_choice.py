@@ -125,6 +125,8 @@ class Outcome:
     input_tokens: int
     output: str
     calls: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    """Per model request: seconds, prompt tokens and the raw reply."""
 
 
 def first_call_ok(task: Task, name: str, arguments: dict[str, Any]) -> bool:
@@ -144,8 +146,29 @@ def answer_ok(task: Task, status: str, output: str) -> bool | None:
     return status == "done" and any(word.lower() in output.lower() for word in task.answer)
 
 
+class Timed:
+    """Wraps a model to record each request's wall time, prompt tokens and reply (for --verbose)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.name, self.profile = model, model.name, model.profile
+        self.log: list[str] = []
+
+    async def request(self, messages: Any, tools: Any, *, max_tokens: int | None = None) -> Any:
+        started = time.perf_counter()
+        response = await self.model.request(messages, tools, max_tokens=max_tokens)
+        seconds = time.perf_counter() - started
+        self.log.append(f"{seconds:4.1f}s {response.usage.input_tokens:5d} tok  {response.raw_text or ''}")
+        return response
+
+    async def count_tokens(self, messages: Any, tools: Any) -> int:
+        return int(await self.model.count_tokens(messages, tools))
+
+
 async def run_task(agent: Agent, runtime: Runtime, number: int, task: Task, workdir: Path) -> Outcome:
     os.environ["SUPPORT_DB"] = str(workdir / f"shop-{number}.db")  # a fresh shop for every task
+    timed = agent.model
+    assert isinstance(timed, Timed)
+    timed.log = []
     started = time.perf_counter()
     result = await agent.run(task.text, runtime=runtime)
     seconds = time.perf_counter() - started
@@ -168,6 +191,7 @@ async def run_task(agent: Agent, runtime: Runtime, number: int, task: Task, work
         input_tokens=result.usage.input_tokens,
         output=output,
         calls=[f"{c.name}({json.dumps(c.arguments, ensure_ascii=False)})" for c in calls],
+        requests=list(timed.log),
     )
 
 
@@ -186,7 +210,7 @@ async def main(argv: list[str] | None = None) -> None:
 
     chosen = [int(n) for n in args.tasks.split(",") if n.strip()] or list(range(1, len(TASKS) + 1))
     model = resolve_model(args.model)
-    agent = Agent(name="support", model=model, instructions=INSTRUCTIONS, tools=TOOLS, max_steps=10)
+    agent = Agent(name="support", model=Timed(model), instructions=INSTRUCTIONS, tools=TOOLS, max_steps=10)
     runtime = Runtime.in_memory()
     started = time.perf_counter()
     await model.request([UserMessage("Say hi.")], [], max_tokens=4)  # start and warm the server
@@ -203,8 +227,8 @@ async def main(argv: list[str] | None = None) -> None:
                 f"     first: {outcome.first}"
             )
             if args.verbose:
-                for call in outcome.calls[1:]:
-                    print(f"     then:  {call}")
+                for request in outcome.requests:
+                    print(f"     {request}")
             shown = outcome.output if args.verbose else outcome.output[:160]
             print(f"     -> {shown!r}")
 
