@@ -82,23 +82,34 @@ def load_articles(directory: Path = KB_DIR) -> tuple[Article, ...]:
     return tuple(_parse(p) for p in sorted(directory.glob("*.md")))
 
 
-def _snippet(article: Article, query: list[str]) -> str:
-    """The paragraph that shares most terms with the query (the first on a tie), shortened."""
+def _shorten(paragraph: str) -> str:
+    if len(paragraph) <= SNIPPET_CHARS:
+        return paragraph
+    return paragraph[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " ..."
+
+
+def _snippet(article: Article, query: list[str], lead: bool = False) -> str:
+    """The paragraph that shares most terms with the query (the first on a tie), shortened.
+
+    With `lead`, the article's first paragraph comes before it: articles open with their main answer,
+    which may not share the query's words ("payment methods" is answered by "We accept Visa, ...").
+    """
 
     def overlap(paragraph: str) -> int:
         vocabulary = frozenset(terms(paragraph))
         return sum(_matches(t, vocabulary) for t in query)
 
     best = max(article.paragraphs, key=overlap, default="")
-    if len(best) <= SNIPPET_CHARS:
-        return best
-    return best[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " ..."
+    if lead and article.paragraphs and best != article.paragraphs[0]:
+        return f"{_shorten(article.paragraphs[0])} {_shorten(best)}"
+    return _shorten(best)
 
 
 def search(query: str, limit: int = 3, articles: tuple[Article, ...] | None = None) -> list[dict[str, str]]:
     """The best `limit` articles for `query`, as title and snippet, best first.
 
-    Articles scoring under a third of the best are left out: they are rarely what was asked.
+    Articles scoring under a third of the best are left out: they are rarely what was asked. The best
+    article's snippet also holds its first paragraph (see `_snippet`).
     """
     pool = articles if articles is not None else load_articles()
     query_terms = list(dict.fromkeys(terms(query)))
@@ -116,7 +127,7 @@ def search(query: str, limit: int = 3, articles: tuple[Article, ...] | None = No
             scores.append((score, index, article))
     scores.sort(key=lambda s: (-s[0], s[1]))
     top = [s for s in scores[:limit] if s[0] * 3 >= scores[0][0]]
-    return [{"title": a.title, "snippet": _snippet(a, query_terms)} for _, _, a in top]
+    return [{"title": a.title, "snippet": _snippet(a, query_terms, lead=i == 0)} for i, (_, _, a) in enumerate(top)]
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def order_id(value: str) -> str:
     """Normalise an order id ("a1001", "#A-1001", "1001" -> "A-1001") or raise ShopError."""
     match = _ORDER_ID.match(value.strip())
     if not match:
-        raise ShopError(f"{value!r} is not an order id; order ids look like A-1001")
+        raise ShopError(f"{value!r} is not an order id; order ids look like A-1234")
     return f"A-{match.group(1)}"
 
 
@@ -112,7 +112,7 @@ def get_order(conn: sqlite3.Connection, value: str) -> sqlite3.Row:
         (oid,),
     ).fetchone()
     if row is None:
-        raise ShopError(f"order {oid!r} does not exist; order ids look like A-1001, ask the customer to check it")
+        raise ShopError(f"order {oid!r} does not exist; order ids look like A-1234, ask the customer to check it")
     return row
 
 
@@ -346,4 +346,7 @@ def escalate(
             (reason[:200], summary[:2000], run_id, key, today.isoformat()),
         )
         row = {"id": cursor.lastrowid}
-    return {"ticket_id": f"T-{1000 + row['id']}", "note": "a person will reply by email within one business day"}
+    ticket = f"T-{1000 + row['id']}"
+    # A sentence the model can pass on as it is: small models copy it rather than compose one.
+    message = f"Your ticket is {ticket}; a person will reply by email within one business day."
+    return {"ticket_id": ticket, "tell_customer": message}

@@ -144,11 +144,13 @@ def escalate_to_human(reason: str, summary: str, ctx: ToolContext) -> dict[str, 
         return shop.escalate(conn, reason, summary, ctx.idempotency_key, ctx.run_id, data.today())
 
 
-# The most used first: small models lean towards the tools listed first.
+# Small models lean towards the tools listed first: the knowledge base goes first, since questions
+# that name no order are the common case and an order id in the question pulls towards the order tools
+# anyway (bench/local_tool_choice.py: 11-13 of 16 right first tools with search_kb first, 8 without).
 TOOLS: list[Tool] = [
+    search_kb,
     lookup_order,
     track_shipment,
-    search_kb,
     find_customer,
     list_orders,
     refund_order,

@@ -190,8 +190,8 @@ def test_lookup_order(db: Path) -> None:
 @pytest.mark.parametrize(
     ("order_id", "message"),
     [
-        ("A-99", "'A-99' is not an order id; order ids look like A-1001"),
-        ("A-9999", "order 'A-9999' does not exist; order ids look like A-1001"),
+        ("A-99", "'A-99' is not an order id; order ids look like A-1234"),
+        ("A-9999", "order 'A-9999' does not exist; order ids look like A-1234"),
         ("", "is not an order id"),
     ],
 )
@@ -367,12 +367,15 @@ def test_search_kb_finds_the_article(query: str, title: str) -> None:
     results = tools.search_kb(query)["results"]
     assert results[0]["title"] == title
     assert 1 <= len(results) <= 3
-    assert all(len(r["snippet"]) <= kb.SNIPPET_CHARS + 4 for r in results)
+    assert len(results[0]["snippet"]) <= 2 * (kb.SNIPPET_CHARS + 4) + 1  # the lead paragraph, and the best
+    assert all(len(r["snippet"]) <= kb.SNIPPET_CHARS + 4 for r in results[1:])
 
 
 def test_search_kb_snippet_answers_the_question() -> None:
     first = tools.search_kb("How long does international shipping take?")["results"][0]
     assert "5-10 business days" in first["snippet"]
+    # the answer is in the article's first paragraph, which shares no word with the query but comes first
+    assert tools.search_kb("payment methods")["results"][0]["snippet"].startswith("We accept Visa")
 
 
 def test_search_kb_without_a_match() -> None:
@@ -418,7 +421,9 @@ def test_agent_definition() -> None:
     assert agent.name == "support" and agent.max_steps == 10
     assert [t.name for t in agent.tools] == [t.name for t in tools.TOOLS]
     assert agent.instructions == (ROOT / "examples/support/instructions.md").read_text().strip()
-    assert len(agent.instructions) < 1100  # about 250 tokens: the embedded model reads ~44 tokens/s
+    # about 280 tokens, read once and then reused from llama.cpp's prompt cache; the routing examples
+    # are worth their tokens (bench/local_tool_choice.py)
+    assert len(agent.instructions) < 1300
     for rule in ("30 days", "above 100", "escalate_to_human", "Never reveal"):
         assert rule in agent.instructions
     assert 3 <= len(module.DEMO_TASKS) <= 4

@@ -251,6 +251,13 @@ def _envelope_text(message: AssistantMessage, final_answer: bool) -> str:
     return text
 
 
+def _final_call(final: str) -> str:
+    """The envelope that ends the run, spelled out: small models copy a JSON pattern they were just shown."""
+    if final == FINAL_ANSWER:
+        return json.dumps({"tool": FINAL_ANSWER, "arguments": {"answer": "..."}})
+    return f'{{"tool": "{final}", "arguments": {{...}}}}'
+
+
 def envelope_messages(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Convert history for envelope mode.
 
@@ -260,6 +267,7 @@ def envelope_messages(messages: Sequence[Message], tools: Sequence[dict[str, Any
     templates = _templates()
     final_answer = offers_final_answer(tools)
     final = FINAL_RESULT if any(t["name"] == FINAL_RESULT for t in tools) else FINAL_ANSWER
+    final_call = _final_call(final)
     out: list[dict[str, Any]] = []
     for message in messages:
         if isinstance(message, AssistantMessage):
@@ -267,7 +275,9 @@ def envelope_messages(messages: Sequence[Message], tools: Sequence[dict[str, Any
         elif isinstance(message, ToolMessage):
             template = templates["error" if message.is_error else "result"]
             call_id = f" ({message.call_id})" if message.call_id else ""
-            text = template.substitute(name=message.name, call_id=call_id, content=message.content, final=final)
+            text = template.substitute(
+                name=message.name, call_id=call_id, content=message.content, final=final, final_call=final_call
+            )
             item = {"role": "user", "content": text}
         else:
             item = {"role": message.role, "content": message.content}
