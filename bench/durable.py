@@ -294,20 +294,31 @@ class BatchStats:
         self.seconds = 0.0
 
     def install(self) -> None:
-        from keel.durable._writer import JournalWriter
+        from keel.durable._writer import LoopWriter, ThreadWriter
 
-        original = JournalWriter._commit
         stats = self
+        loop_commit = LoopWriter._commit
 
-        def commit(conn, batch):
+        def commit_loop(writer, batch):
             t0 = time.perf_counter()
             try:
-                original(conn, batch)
+                loop_commit(writer, batch)
             finally:
                 stats.seconds += time.perf_counter() - t0
                 stats.sizes.append(len(batch))
 
-        JournalWriter._commit = staticmethod(commit)
+        thread_commit = ThreadWriter._commit
+
+        def commit_thread(conn, batch):
+            t0 = time.perf_counter()
+            try:
+                thread_commit(conn, batch)
+            finally:
+                stats.seconds += time.perf_counter() - t0
+                stats.sizes.append(len(batch))
+
+        LoopWriter._commit = commit_loop
+        ThreadWriter._commit = staticmethod(commit_thread)
 
     def summary(self) -> dict[str, Any]:
         s = sorted(self.sizes)

@@ -31,8 +31,17 @@ from .._loop import RunResult, StepConflict, run_loop
 from ..exceptions import ConfigError, UsageError
 from ..messages import RunEvent
 from ._steps import JournalSteps
-from ._store import FINISH_SEGMENT, INSERT_RUN, SET_RUNNING, RunRecord, Store, finish_params, new_run_row
-from ._writer import JournalWriter
+from ._store import (
+    FINISH_SEGMENT,
+    INSERT_RUN,
+    SET_RUNNING,
+    RunRecord,
+    Store,
+    finish_params,
+    new_run_row,
+    run_record,
+)
+from ._writer import make_writer
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -82,15 +91,24 @@ def segment_id(run_id: str, segment: int) -> str:
     return run_id if segment == 0 else f"{run_id}~{segment}"
 
 
-async def carry(run_id: str, segment: int, emit: Callable[[RunEvent], None]) -> tuple[dict[str, Any], RunResult | None]:
+async def carry(
+    run_id: str, segment: int, emit: Callable[[RunEvent], None], fresh: RunRecord | None = None
+) -> tuple[dict[str, Any], RunResult | None]:
     """Carry a run forward by one segment in this process: replay its journal, then go on.
+
+    Args:
+        run_id: the run.
+        segment: the segment to carry; a run whose index names another segment is left alone.
+        emit: receives the run's events.
+        fresh: the index entry of a run this process has just created as running, whose journal is
+            empty: nothing needs reading back.
 
     Returns:
         a JSON-ready summary, and the full result when this segment ran the loop.
     """
     engine = await DurableEngine.launched()
     store = engine.store
-    record = store.get_run(run_id)
+    record = fresh or store.get_run(run_id)
     if record is None:
         return {"run_id": run_id, "status": "missing"}, None
     if record.segment != segment or record.status in FINAL:
@@ -100,8 +118,11 @@ async def carry(run_id: str, segment: int, emit: Callable[[RunEvent], None]) -> 
         log.error("run %s needs agent %r, which this process has not loaded; handing it back", run_id, record.agent)
         await asyncio.to_thread(engine.dispatch, run_id, expect=("queued", "running"))
         return {"run_id": run_id, "status": "handed_back"}, None
-    await engine.writer.execute(SET_RUNNING, {"p_run": run_id, "p_worker": engine.worker_id, "p_now": time.time()})
-    steps = JournalSteps(run_id, store, engine.writer)
+    if fresh is None:
+        await engine.writer.execute(
+            SET_RUNNING, {"p_run": run_id, "p_worker": engine.worker_id, "p_now": time.time()}
+        )
+    steps = JournalSteps(run_id, store, engine.writer, journal={} if fresh is not None else None)
     try:
         result = await run_loop(agent, record.task, steps, emit, record.metadata)
     except StepConflict:
@@ -185,7 +206,7 @@ class DurableEngine:
         self.url = url
         self.engine = make_engine(url)
         self.store = Store(self.engine)
-        self.writer = JournalWriter(self.engine)
+        self.writer = make_writer(self.engine)
         try:
             self.store.migrate()
         except sa.exc.SQLAlchemyError as exc:
@@ -439,11 +460,13 @@ class DurableEngine:
         A run id that already exists returns that run's recorded result instead of running again.
         """
         register_agent(agent)
+        # Indexed as running on this process at once: the segment starts here, with an empty journal.
+        row = new_run_row(run_id, agent.name, task, metadata, status="running", worker=self.worker_id)
         try:
-            await self.writer.execute(INSERT_RUN, new_run_row(run_id, agent.name, task, metadata))
+            await self.writer.execute(INSERT_RUN, row)
         except sa.exc.IntegrityError:
             return self.result(run_id, agent)  # the run exists: its recorded result, not a second run
-        return await self._execute(agent, run_id, 0, emit)
+        return await self._execute(agent, run_id, 0, emit, fresh=run_record(row))
 
     async def resume(self, agent: Agent, run_id: str, emit: Callable[[RunEvent], None]) -> RunResult:
         """Continue a run in this process: after a decision, or after the process running it died.
@@ -487,10 +510,17 @@ class DurableEngine:
             self._cancel_segment(record)
         return record
 
-    async def _execute(self, agent: Agent, run_id: str, segment: int, emit: Callable[[RunEvent], None]) -> RunResult:
+    async def _execute(
+        self,
+        agent: Agent,
+        run_id: str,
+        segment: int,
+        emit: Callable[[RunEvent], None],
+        fresh: RunRecord | None = None,
+    ) -> RunResult:
         # In this process the segment runs directly: the journal and the run index make it durable, and
         # if this process dies the sweeper (or `keel runs resume`) hands the run to a worker's queue.
-        summary, result = await carry(run_id, segment, emit)
+        summary, result = await carry(run_id, segment, emit, fresh)
         if result is not None:
             return result
         if summary.get("status") in ("stale", "missing", "handed_back"):

@@ -29,11 +29,17 @@ class JournalSteps:
     started but not finished, the worker died mid-call, and the loop asks a person what to do.
     """
 
-    def __init__(self, run_id: str, store: Store, writer: JournalWriter) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        store: Store,
+        writer: JournalWriter,
+        journal: dict[int, tuple[str, str, dict[str, Any] | None]] | None = None,
+    ) -> None:
         self.run_id = run_id
         self._store = store
         self._writer = writer
-        self._journal = store.load_steps(run_id)
+        self._journal = store.load_steps(run_id) if journal is None else journal
         self._seq = 0
         self._interrupted: int | None = None
 

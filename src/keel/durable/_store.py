@@ -12,6 +12,7 @@ import dataclasses
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 
 from ..exceptions import UsageError
 
-__all__ = ["Approval", "RunRecord", "Store"]
+__all__ = ["Approval", "RunRecord", "Store", "run_record"]
 
 metadata = sa.MetaData()
 
@@ -124,15 +125,23 @@ FINISH_SEGMENT = (
 
 
 def new_run_row(
-    run_id: str, agent: str, task: str, metadata: dict[str, Any], parent: str | None = None
+    run_id: str,
+    agent: str,
+    task: str,
+    metadata: dict[str, Any],
+    parent: str | None = None,
+    *,
+    status: str = "queued",
+    worker: str | None = None,
 ) -> dict[str, Any]:
-    """The index row of a new, queued run."""
+    """The index row of a new run: queued, or running on `worker`."""
     now = time.time()
     return {
         "run_id": run_id,
         "agent": agent,
         "task": task,
-        "status": "queued",
+        "status": status,
+        "worker": worker,
         "segment": 0,
         "tenant": metadata.get("tenant"),
         "metadata": json.dumps(metadata, default=str),
@@ -296,7 +305,7 @@ class Store:
         """The run's index row, or None."""
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
-        return None if row is None else _run_record(row)
+        return None if row is None else run_record(row)
 
     def list_runs(
         self, *, status: str | None = None, agent: str | None = None, limit: int = 50, tenant: str | None = None
@@ -310,7 +319,7 @@ class Store:
         if tenant:
             query = query.where(runs.c.tenant == tenant)
         with self.engine.connect() as conn:
-            return [_run_record(r) for r in conn.execute(query).mappings()]
+            return [run_record(r) for r in conn.execute(query).mappings()]
 
     def status(self, run_id: str) -> str | None:
         """The run's status, or None."""
@@ -580,22 +589,23 @@ class Store:
             return conn.execute(query).rowcount == 1
 
 
-def _run_record(row: Any) -> RunRecord:
+def run_record(row: Mapping[Any, Any]) -> RunRecord:
+    """A `RunRecord` from a row of the run index (or a new row's values, which may lack the nullable ones)."""
     return RunRecord(
         run_id=row["run_id"],
         agent=row["agent"],
         task=row["task"],
         status=row["status"],
         segment=int(row["segment"]),
-        tenant=row["tenant"],
+        tenant=row.get("tenant"),
         metadata=json.loads(row["metadata"] or "{}"),
-        result=_loads(row["result"]),
-        error=row["error"],
-        error_type=row["error_type"],
-        steps=int(row["steps"] or 0),
-        usage=json.loads(row["usage"] or "{}"),
-        parent_run=row["parent_run"],
-        worker=row["worker"],
+        result=_loads(row.get("result")),
+        error=row.get("error"),
+        error_type=row.get("error_type"),
+        steps=int(row.get("steps") or 0),
+        usage=json.loads(row.get("usage") or "{}"),
+        parent_run=row.get("parent_run"),
+        worker=row.get("worker"),
         created_at=float(row["created_at"]),
         updated_at=float(row["updated_at"]),
     )
