@@ -195,3 +195,65 @@ def test_an_expired_approval_cannot_be_approved_and_its_default_applies(db_url: 
     rejected = next(m for m in done.messages if isinstance(m, ToolMessage))
     assert rejected.rejected and "expired" in rejected.content
     assert runtime.approvals(status=None, run_id=paused.run_id)[0].status == "expired"
+
+
+def test_every_segment_is_queued_under_the_version_that_started_the_run(tmp_path: Path) -> None:
+    """A decision taken by a process of another version queues the run for workers of its own version."""
+    import asyncio
+
+    from dbos import DBOS
+
+    from keel.durable import DurableEngine
+    from keel.policies.approvals import RequireApproval
+
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    agent = Agent(
+        "versioned",
+        ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"]),
+        tools=[add],
+        policies=[RequireApproval(["add"])],
+    )
+    try:
+        DurableEngine.for_url(url, application_version="1")
+        paused = agent.run_sync("add 1 and 2", runtime=Runtime(url))
+        assert paused.status == "waiting"
+        DurableEngine.close()
+
+        DurableEngine.for_url(url, application_version="2")  # a newer producer decides
+        rt = Runtime(url)
+        assert rt.get(paused.run_id).app_version == "1"
+        (approval,) = rt.approvals(run_id=paused.run_id)
+        rt.approve(approval.id, by="reviewer")
+        status = DBOS.get_workflow_status(f"{paused.run_id}~1")
+        assert status is not None and status.app_version == "1"
+        assert rt.get(paused.run_id).status == "queued"
+        DurableEngine.close()
+
+        DurableEngine.for_url(url, application_version="1", worker=True)  # a worker of the run's version
+        done = asyncio.run(Runtime(url).wait(paused.run_id, agent))
+        assert (done.status, done.output) == ("done", "3")
+    finally:
+        DurableEngine.close()
+
+
+def test_a_database_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
+    from keel.durable._engine import make_engine
+    from keel.durable._store import MIGRATIONS, Store
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    store = Store(engine, "7")
+    assert store.migrate() == len(MIGRATIONS)
+    with engine.begin() as conn:  # back to the schema of migration 1, with a run in it
+        conn.execute(sa.text("ALTER TABLE keel_runs DROP COLUMN app_version"))
+        conn.execute(sa.text("DELETE FROM keel_schema WHERE version > 1"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO keel_runs (run_id, agent, task, status, segment, metadata, steps, usage, created_at,"
+                " updated_at) VALUES ('run_old', 'calc', 'add', 'queued', 0, '{}', 0, '{}', 1.0, 1.0)"
+            )
+        )
+    assert store.migrate() == len(MIGRATIONS)
+    store.create_run("run_new", "calc", "add", {})
+    assert store.run_version("run_old") is None and store.run_version("run_new") == "7"
+    assert store.migrate() == len(MIGRATIONS)  # nothing left to do
+    engine.dispose()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
-from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetWorkflowID
+from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions, SetWorkflowID
 
 from .._loop import RunResult, StepConflict, run_loop
 from ..exceptions import ConfigError, UsageError
@@ -205,7 +205,7 @@ class DurableEngine:
     ) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self.store = Store(self.engine)
+        self.store = Store(self.engine, application_version)
         self.writer = make_writer(self.engine)
         try:
             self.store.migrate()
@@ -439,8 +439,12 @@ class DurableEngine:
                 # the segment recorded that the run waits between our two looks: claim it again
 
     def _enqueue(self, run_id: str, segment: int) -> None:
+        # Every segment goes to workers of the version that started the run, whoever queues it (a
+        # person's decision, a sweeper of another version): their code replays its journal.
+        version = self.store.run_version(run_id) or self.store.app_version
+
         def enqueue() -> None:
-            with SetWorkflowID(segment_id(run_id, segment)):
+            with SetWorkflowID(segment_id(run_id, segment)), SetEnqueueOptions(app_version=version):
                 self.queue.enqueue(_segment, run_id, segment)
 
         off_loop(enqueue)
@@ -461,7 +465,15 @@ class DurableEngine:
         """
         register_agent(agent)
         # Indexed as running on this process at once: the segment starts here, with an empty journal.
-        row = new_run_row(run_id, agent.name, task, metadata, status="running", worker=self.worker_id)
+        row = new_run_row(
+            run_id,
+            agent.name,
+            task,
+            metadata,
+            status="running",
+            worker=self.worker_id,
+            app_version=self.store.app_version,
+        )
         try:
             await self.writer.execute(INSERT_RUN, row)
         except sa.exc.IntegrityError:

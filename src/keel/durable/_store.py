@@ -12,7 +12,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ runs = sa.Table(
     sa.Column("usage", sa.Text, nullable=False, default="{}"),
     sa.Column("parent_run", sa.String(64), nullable=True),
     sa.Column("worker", sa.String(64), nullable=True),
+    sa.Column("app_version", sa.String(64), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("keel_runs_status", "status", "updated_at"),
@@ -133,8 +134,9 @@ def new_run_row(
     *,
     status: str = "queued",
     worker: str | None = None,
+    app_version: str | None = None,
 ) -> dict[str, Any]:
-    """The index row of a new run: queued, or running on `worker`."""
+    """The index row of a new run: queued, or running on `worker`; started by `app_version`."""
     now = time.time()
     return {
         "run_id": run_id,
@@ -142,6 +144,7 @@ def new_run_row(
         "task": task,
         "status": status,
         "worker": worker,
+        "app_version": app_version,
         "segment": 0,
         "tenant": metadata.get("tenant"),
         "metadata": json.dumps(metadata, default=str),
@@ -171,8 +174,19 @@ CANCEL_REFRESH_SECONDS = 1.0
 CANCEL_HORIZON_SECONDS = 7 * 24 * 3600.0
 """Runs cancelled longer ago than this are not looked for (their segments have long stopped)."""
 
-MIGRATIONS: list[list[sa.Table]] = [[runs, steps, approvals, workers]]
-"""Migration N creates (or alters) these tables; append, never edit, to change the schema."""
+def _add_run_app_version(conn: sa.Connection) -> None:
+    """Runs remember the application version that started them, so every segment is queued under it."""
+    if "app_version" not in {c["name"] for c in sa.inspect(conn).get_columns("keel_runs")}:
+        conn.execute(sa.text("ALTER TABLE keel_runs ADD COLUMN app_version VARCHAR(64)"))
+
+
+Migration = list[sa.Table] | Callable[[sa.Connection], None]
+MIGRATIONS: list[Migration] = [[runs, steps, approvals, workers], _add_run_app_version]
+"""Migration N creates these tables, or alters the schema; append, never edit, to change the schema.
+
+The tables above are the current schema, so a new database gets each column from migration 1 and the
+later migrations find nothing to do; an older database gets them from the later migrations.
+"""
 
 
 @dataclass(slots=True)
@@ -195,6 +209,7 @@ class RunRecord:
     worker: str | None
     created_at: float
     updated_at: float
+    app_version: str | None = None
 
 
 @dataclass(slots=True)
@@ -251,8 +266,10 @@ def _loads(text: str | None) -> Any:
 class Store:
     """Reads and writes keel's tables through one SQLAlchemy engine (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, app_version: str | None = None) -> None:
         self.engine = engine
+        self.app_version = app_version
+        """The application version recorded on the runs this store creates."""
         self._cancelled: set[str] = set()
         self._cancelled_at = float("-inf")
         self._cancel_lock = threading.Lock()
@@ -280,11 +297,14 @@ class Store:
         with self.engine.begin() as conn:
             schema_version.create(conn, checkfirst=True)
             current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-            for number, tables in enumerate(MIGRATIONS, start=1):
+            for number, migration in enumerate(MIGRATIONS, start=1):
                 if number <= current:
                     continue
-                for table in tables:
-                    table.create(conn, checkfirst=True)
+                if callable(migration):
+                    migration(conn)
+                else:
+                    for table in migration:
+                        table.create(conn, checkfirst=True)
                 conn.execute(schema_version.insert().values(version=number, applied_at=time.time()))
                 current = number
         return current
@@ -296,7 +316,8 @@ class Store:
         """Index a new run as ``queued``; return False if the run already exists."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(INSERT_RUN, new_run_row(run_id, agent, task, metadata, parent))
+                row = new_run_row(run_id, agent, task, metadata, parent, app_version=self.app_version)
+                conn.execute(INSERT_RUN, row)
         except sa.exc.IntegrityError:
             return False
         return True
@@ -337,6 +358,11 @@ class Store:
             values["segment"] = segment
         with self.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
+
+    def run_version(self, run_id: str) -> str | None:
+        """The application version that started the run (None for runs indexed before versions were kept)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs.c.app_version).where(runs.c.run_id == run_id)).scalar()
 
     def finish_segment(self, run_id: str, result: dict[str, Any]) -> None:
         """Record how a segment of the run ended: its result, with the conversation."""
@@ -608,6 +634,7 @@ def run_record(row: Mapping[Any, Any]) -> RunRecord:
         worker=row.get("worker"),
         created_at=float(row["created_at"]),
         updated_at=float(row["updated_at"]),
+        app_version=row.get("app_version"),
     )
 
 
