@@ -17,7 +17,7 @@ from dbos import DBOSClient
 from dbos._schemas.system_database import SystemSchema
 from dbos._sys_db import WorkflowStatusString
 
-from keel import Agent, Runtime
+from keel import Agent, Runtime, ToolCall, tool
 from keel.durable import QUEUE, DurableEngine
 from keel.durable._engine import DEAD_AFTER_SECONDS
 from keel.models import ScriptedModel
@@ -25,6 +25,12 @@ from keel.models import ScriptedModel
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 K8S = DEPLOY / "k8s"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@tool(side_effects=True)
+def refund(amount: int) -> str:
+    """Refund an amount."""
+    return f"refunded {amount}"
 
 
 def documents() -> list[dict[str, Any]]:
@@ -51,8 +57,10 @@ def worker_container() -> dict[str, Any]:
     return container  # type: ignore[no-any-return]
 
 
-def keda_query() -> str:
-    [trigger] = one("ScaledObject")["spec"]["triggers"]
+def keda_query(name: str = "queue") -> str:
+    triggers = {t["name"]: t for t in one("ScaledObject")["spec"]["triggers"]}
+    assert set(triggers) == {"queue", "expired-approvals"}
+    trigger = triggers[name]
     assert trigger["type"] == "postgresql"
     return " ".join(trigger["metadata"]["query"].split())
 
@@ -190,12 +198,47 @@ def test_the_keda_query_names_keels_queue_and_dbos_real_table_and_columns() -> N
 
 def test_the_keda_query_counts_only_this_deployments_version() -> None:
     assert f"application_version = '{config()['KEEL_APPLICATION_VERSION']}'" in keda_query()
+    assert f"r.app_version = '{config()['KEEL_APPLICATION_VERSION']}'" in keda_query("expired-approvals")
+
+
+def test_the_expired_approvals_query_counts_overdue_approvals_on_real_postgresql() -> None:
+    from keel.policies.approvals import RequireApproval
+
+    name = f"keel_deploy_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    try:
+        agent = Agent(
+            "deploy_expiry",
+            ScriptedModel([ToolCall("refund", {"amount": 5}), "done"]),
+            tools=[refund],
+            policies=[RequireApproval(["refund"], expires_in=3600)],
+        )
+        paused = agent.run_sync("refund 5", runtime=Runtime(url))
+        assert paused.status == "waiting"
+        query = keda_query("expired-approvals")
+        version = f"r.app_version = '{config()['KEEL_APPLICATION_VERSION']}'"
+        other = query.replace(version, "r.app_version = 'other'")
+        with psycopg.connect(url, autocommit=True) as conn:  # as KEDA sends it: plain SQL
+            before = conn.execute(query.encode()).fetchone()
+            conn.execute("UPDATE keel_approvals SET expires_at = 1.0")  # its hour has passed
+            after = conn.execute(query.encode()).fetchone()
+            none = conn.execute(other.encode()).fetchone()
+        assert before is not None and after is not None and none is not None
+        assert (before[0], after[0], none[0]) == (0.0, 1.0, 0.0)
+    finally:
+        DurableEngine.close()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def test_keda_authenticates_with_the_workers_database_secret() -> None:
     auth, secret = one("TriggerAuthentication"), one("Secret")
-    [trigger] = one("ScaledObject")["spec"]["triggers"]
-    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    for trigger in one("ScaledObject")["spec"]["triggers"]:
+        assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     [ref] = auth["spec"]["secretTargetRef"]
     assert ref == {"parameter": "connection", "name": secret["metadata"]["name"], "key": "KEEL_DATABASE_URL"}
 
