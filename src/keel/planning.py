@@ -291,8 +291,8 @@ class Planner:
             if calls:
                 return Plan.model_validate(calls[0].arguments, context=context), ""
             text = (message.content or "").strip()
-            if not text:
-                return None, "the reply was empty; call submit_plan with the plan"
+            if not text.startswith("{"):
+                return None, "the reply was text, not a plan; call submit_plan with the plan"
             return Plan.model_validate_json(text, context=context), ""
         except pydantic.ValidationError as exc:
             return None, _problems(exc)
