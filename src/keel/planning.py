@@ -54,7 +54,7 @@ PROGRESS_TOOL = "update_plan"
 """The tool through which the model marks a step done or failed (offered with the agent's tools)."""
 PLANNING_TOOLS = frozenset({PLAN_TOOL, PROGRESS_TOOL})
 """Tool names reserved by explicit planning."""
-MAX_PLAN_STEPS = 20
+MAX_PLAN_STEPS = 10
 
 StepStatus = Literal["pending", "done", "failed"]
 
@@ -62,7 +62,7 @@ StepStatus = Literal["pending", "done", "failed"]
 class PlanStep(pydantic.BaseModel):
     """One step of a plan. Steps are numbered by their position, from 1."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", defer_build=True)  # built on first use: import stays cheap
 
     action: str = pydantic.Field(min_length=1, description="what to do in this step")
     tool: str | None = pydantic.Field(default=None, description="the tool this step will likely call, or null")
@@ -84,7 +84,7 @@ class Plan(pydantic.BaseModel):
 
     Attributes:
         goal: what the task is meant to achieve.
-        steps: the steps in order (1 to 20); each may name the tool it will likely call and the
+        steps: the steps in order (1 to 10); each may name the tool it will likely call and the
             earlier steps it needs.
         blockers: what is already known to stand in the way (may be empty).
         success_criteria: how to tell the task is done (at least one).
@@ -92,7 +92,7 @@ class Plan(pydantic.BaseModel):
     Validated with ``context={"tools": {...}}``, a tool hint must name one of those tools.
     """
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", defer_build=True)  # built on first use: import stays cheap
 
     goal: str = pydantic.Field(min_length=1, description="what the task is meant to achieve")
     steps: list[PlanStep] = pydantic.Field(
@@ -121,7 +121,7 @@ class Plan(pydantic.BaseModel):
 class PlanUpdate(pydantic.BaseModel):
     """The arguments of ``update_plan``."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", defer_build=True)  # built on first use: import stays cheap
 
     step: int = pydantic.Field(description="the step's number")
     status: Literal["done", "failed"] = pydantic.Field(
@@ -130,8 +130,9 @@ class PlanUpdate(pydantic.BaseModel):
     note: str = pydantic.Field(default="", description="what was found, or why the step failed")
 
 
+@functools.cache
 def plan_spec() -> dict[str, Any]:
-    """The ``submit_plan`` tool: its parameters are the `Plan` schema."""
+    """The ``submit_plan`` tool: its parameters are the `Plan` schema (one dict, shared: do not change it)."""
     return {
         "name": PLAN_TOOL,
         "description": "Submit the plan for the task, before acting.",
@@ -139,14 +140,17 @@ def plan_spec() -> dict[str, Any]:
     }
 
 
-PROGRESS_SPEC: dict[str, Any] = {
-    "name": PROGRESS_TOOL,
-    "description": (
-        "Record progress on your plan: mark a step done once its result is in, or failed if it cannot be "
-        "done as planned (a new plan is then made). May be called with other tools."
-    ),
-    "parameters": _strip_titles(PlanUpdate.model_json_schema()),
-}
+@functools.cache
+def progress_spec() -> dict[str, Any]:
+    """The ``update_plan`` tool (one dict, shared: do not change it)."""
+    return {
+        "name": PROGRESS_TOOL,
+        "description": (
+            "Record progress on your plan: mark a step done once its result is in, or failed if it cannot be "
+            "done as planned (a new plan is then made). May be called with other tools."
+        ),
+        "parameters": _strip_titles(PlanUpdate.model_json_schema()),
+    }
 
 
 class PlanningFailed(Exception):  # noqa: N818 - carries the kind of failure to the loop
@@ -308,7 +312,7 @@ class Planner:
     def offer(self, offered: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The tools of an action request: the ones offered, and ``update_plan``."""
         if self._offered is None or self._offered[0] is not offered:  # same list, same object: token counts cached
-            self._offered = (offered, [*offered, PROGRESS_SPEC])
+            self._offered = (offered, [*offered, progress_spec()])
         return self._offered[1]
 
     def progress(self, calls: Sequence[ToolCall]) -> list[ToolMessage]:
