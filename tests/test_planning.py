@@ -418,3 +418,32 @@ def test_a_durable_run_paused_mid_plan_resumes_with_the_same_plan(tmp_path: Path
     assert len(created) == 1 and created[0].data["plan"]["goal"] == "refund order A-1"
     assert resumed.plan is not None and [s["status"] for s in resumed.plan["steps"]] == ["done", "done"]
     assert resumed.plan["steps"][1]["note"] == "refunded"
+
+
+async def test_a_tool_error_once_every_step_is_done_fails_no_step() -> None:
+    tools, ran = order_tools()
+
+    @tool
+    def check_stock(item: str) -> str:
+        """Check an item's stock.
+
+        Args:
+            item: the item.
+        """
+        raise ToolError(f"{item}: the stock service is down")
+
+    one_step = {**PLAN, "steps": [{"action": "look up order A-1", "tool": "lookup_order"}]}
+    script: list[Any] = [
+        plan_call(one_step),
+        [progress(1, note="about to"), ToolCall("lookup_order", {"order_id": "A-1"})],
+        ToolCall("check_stock", {"item": "mug"}),
+        "Order A-1 has shipped.",
+    ]
+    events, on_event = recorder()
+    agent = Agent("support", ScriptedModel(script), tools=[*tools, check_stock], planning="explicit")
+    result = await agent.run("Where is order A-1?", runtime=MEMORY, on_event=on_event)
+    assert (result.status, result.steps) == ("done", 4)
+    assert ran == ["lookup A-1"]
+    kinds = [e.kind for e in events]
+    assert "plan_step_failed" not in kinds and "plan_updated" not in kinds
+    assert result.plan is not None and result.plan["steps"][0]["status"] == "done"

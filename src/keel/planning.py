@@ -348,14 +348,17 @@ class Planner:
     def observe(self, result: ToolMessage) -> None:
         """See a tool's result: one that ran and returned an error fails its step, and the plan is made again.
 
-        A call refused before it ran (invalid arguments, a policy, a person) fails nothing: the model
-        sees why and can correct the call.
+        The failed step is the first pending one that names the tool, else the next one. A call refused
+        before it ran (invalid arguments, a policy, a person) fails nothing: the model sees why and can
+        correct the call; nor does a call made once every step is done or failed.
         """
         if not result.is_error or result.rejected or self.plan is None or self.wanted:
             return
         pending = [n for n, s in enumerate(self.steps, 1) if s.status == "pending"]
+        if not pending:  # the plan is carried out; a call beyond it fails no step of it
+            return
         number = next((n for n in pending if self.plan.steps[n - 1].tool == result.name), None)
-        number = number or self._next() or (pending[0] if pending else len(self.steps))
+        number = number or self._next() or pending[0]
         self._fail(number, f"step {number} failed: {result.name} returned an error: {result.content[:300]}", "")
 
     def _fail(self, number: int, reason: str, note: str) -> None:
