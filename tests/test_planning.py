@@ -447,3 +447,33 @@ async def test_a_tool_error_once_every_step_is_done_fails_no_step() -> None:
     kinds = [e.kind for e in events]
     assert "plan_step_failed" not in kinds and "plan_updated" not in kinds
     assert result.plan is not None and result.plan["steps"][0]["status"] == "done"
+
+
+async def test_the_cli_live_view_shows_the_plan() -> None:
+    import io
+
+    from rich.console import Console
+
+    from keel._cli_common import LiveView
+
+    tools, _ = order_tools(fail_first=1)
+    script: list[Any] = [
+        plan_call({"goal": "x"}),
+        plan_call(),
+        ToolCall("lookup_order", {"order_id": "A-1"}),
+        plan_call(),
+        ToolCall("lookup_order", {"order_id": "A-01"}),
+        progress(1, note="shipped"),
+        "Shipped.",
+    ]
+    buffer = io.StringIO()
+    view = LiveView(Console(file=buffer, width=200, color_system=None))
+    agent = Agent("support", ScriptedModel(script), tools=tools, planning="explicit")
+    result = await agent.run("Where is order A-1?", runtime=MEMORY, on_event=view)
+    assert result.status == "done"
+    text = buffer.getvalue()
+    assert "plan rejected field 'steps': Field required; field 'success_criteria': Field required (attempt 1)" in text
+    assert "plan v1: tell the customer where order A-1 is\n    1. look up order A-1 (lookup_order)\n" in text
+    assert "✗ plan step 1 step 1 failed: lookup_order returned an error: order A-1 does not exist" in text
+    assert "plan v2 (after: step 1 failed: lookup_order returned an error" in text
+    assert "✓ plan step 1 shipped" in text
