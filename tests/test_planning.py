@@ -408,8 +408,18 @@ def test_a_durable_run_paused_mid_plan_resumes_with_the_same_plan(tmp_path: Path
         runtime.approve(approval.id, by="ops", dispatch=False)
         events, on_event = recorder()
         resumed = asyncio.run(runtime.resume(agent, first.run_id, on_event=on_event))
+
+        from typer.testing import CliRunner
+
+        from keel.cli import app
+
+        shown = CliRunner().invoke(app, ["runs", "show", first.run_id, "--db", runtime.database_url])
+        assert shown.exit_code == 0, shown.stderr
     finally:
         DurableEngine.close()
+    assert "plan (version 1)" in shown.stdout and "goal refund order A-1" in shown.stdout
+    assert "   done 1. look up order A-1 (lookup_order)\n" in shown.stdout
+    assert "   done 2. refund it (refund_order) - refunded\n" in shown.stdout
 
     assert (resumed.status, resumed.output) == ("done", Answer(status="refunded"))
     assert planning_requests == [3]  # the plan was replayed from the journal, not asked for again
