@@ -487,3 +487,27 @@ async def test_the_cli_live_view_shows_the_plan() -> None:
     assert "✗ plan step 1 step 1 failed: lookup_order returned an error: order A-1 does not exist" in text
     assert "plan v2 (after: step 1 failed: lookup_order returned an error" in text
     assert "✓ plan step 1 shipped" in text
+
+
+async def test_planning_requests_count_as_steps_and_policies_see_them() -> None:
+    from keel import Decision, Policy, PolicyContext
+
+    tools, ran = order_tools()
+    model = ScriptedModel([plan_call({"goal": "x"}), plan_call()])
+    agent = Agent("support", model, tools=tools, planning="explicit", max_steps=1)
+    result = await agent.run("Where is order A-1?", runtime=MEMORY)
+    assert (result.status, result.error_type, result.steps, ran) == ("failed", "BudgetExceeded", 1, [])
+    assert result.error == "the run reached max_steps=1 while planning; raise max_steps"
+
+    class Spent(Policy):
+        name = "budget"
+
+        async def before_model(self, ctx: PolicyContext) -> Decision:
+            return Decision.stop(f"budget spent before request {ctx.step}")
+
+    silent = ScriptedModel([])
+    stopped = Agent("support", silent, tools=tools, planning="explicit", policies=[Spent()])
+    result = await stopped.run("Where is order A-1?", runtime=MEMORY)
+    assert (result.status, result.error_type) == ("failed", "PolicyStop")
+    assert result.error == "stopped by budget: budget spent before request 1"
+    assert silent.calls == 0

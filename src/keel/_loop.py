@@ -2,8 +2,9 @@
 
 Read it top to bottom: ask the policies, ask the model, validate what it said, let the policies decide
 on each tool call (a person too, when one must), run the tools, repeat until a validated final answer,
-a give-up, a limit, or a pause. Every model and tool call goes through `steps` (the durable seam);
-every observation goes out through `emit`.
+a give-up, a limit, or a pause. With explicit planning, a planning step comes first, and again after a
+step of the plan fails (`keel.planning`). Every model and tool call goes through `steps` (the durable
+seam); every observation goes out through `emit`.
 """
 
 from __future__ import annotations
@@ -273,24 +274,24 @@ class _Run:
 
     async def plan(self) -> None:
         """Planning steps: ask for a plan until one validates (or planning fails); no tool runs meanwhile."""
-        assert self.planner is not None
+        agent, planner = self.agent, self.planner
+        assert planner is not None
         try:
-            while self.planner.wanted:
-                messages = self.planner.request(self.messages)
-                if self.step >= self.agent.max_steps:
+            while planner.wanted:
+                messages = planner.request(self.messages)
+                if self.step >= agent.max_steps:
                     raise _Stop(
                         "failed",
-                        f"the run reached max_steps={self.agent.max_steps} while planning; raise max_steps",
+                        f"the run reached max_steps={agent.max_steps} while planning; raise max_steps",
                         "BudgetExceeded",
                     )
                 self.step += 1
-                agent = self.agent
                 ctx = PolicyContext(
                     self.run_id, agent.name, self.step, messages, self.usage, self.metadata, agent.tools_by_name
                 )
                 await self.before_model(ctx)  # budgets and pauses apply; the only tool offered is the plan's
-                response = await self.ask_model([self.planner.spec], messages)
-                self.planner.answer(response.message)
+                response = await self.ask_model([planner.spec], messages)
+                planner.answer(response.message)
         except PlanningFailed as failed:
             raise _Stop("failed", str(failed), failed.kind) from None
 
