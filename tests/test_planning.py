@@ -511,3 +511,24 @@ async def test_planning_requests_count_as_steps_and_policies_see_them() -> None:
     assert (result.status, result.error_type) == ("failed", "PolicyStop")
     assert result.error == "stopped by budget: budget spent before request 1"
     assert silent.calls == 0
+
+
+async def test_token_counts_stay_exact_with_a_trailing_plan_message() -> None:
+    from keel.memory.short_term import ShortTermMemory
+    from keel.messages import SystemMessage
+
+    model = ScriptedModel(["x"])
+    kept = ShortTermMemory()
+    history: list[Message] = [SystemMessage("You help."), UserMessage("Where is order A-1?")]
+    for turn in range(4):
+        context = [*history, UserMessage(f"Your plan (version 1), turn {turn}: " + "step " * turn)]
+        window = await kept.fit(context, model, [])
+        fresh = await ShortTermMemory().fit(context, model, [])
+        assert window.tokens == fresh.tokens  # the cache kept the history, recounted only what changed
+        history += [
+            AssistantMessage(None, [ToolCall("lookup_order", {"order_id": f"A-{turn}"}, f"c{turn}")]),
+            ToolMessage(f"c{turn}", "lookup_order", "shipped " * (turn + 1)),
+        ]
+    # a different conversation is counted from scratch
+    other = [SystemMessage("Other."), UserMessage("Other task, much longer " * 5)]
+    assert (await kept.fit(other, model, [])).tokens == (await ShortTermMemory().fit(other, model, [])).tokens
