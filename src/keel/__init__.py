@@ -31,6 +31,7 @@ from .exceptions import (
     UsageError,
 )
 from .messages import RunEvent, ToolCall, Usage
+from .planning import Plan, PlanStep
 from .policies import Decision, Policy, PolicyContext
 from .tools import Tool, ToolContext, tool
 
@@ -44,6 +45,8 @@ __all__ = [
     "KeelError",
     "ModelError",
     "NeedsApproval",
+    "Plan",
+    "PlanStep",
     "Policy",
     "PolicyContext",
     "Retry",

@@ -158,6 +158,18 @@ class LiveView:
             c.print(f"  [magenta]{d['policy']}[/] {d['action']}: {escape(d['reason'])}")
         elif event.kind == "context_trimmed":
             c.print(f"  [dim]context trimmed to {d['tokens']}/{d['budget']} tokens[/]")
+        elif event.kind in ("plan_created", "plan_updated"):
+            why = f" (after: {escape(d['reason'])})" if event.kind == "plan_updated" else ""
+            c.print(f"  [bold]plan v{d['version']}[/]{why}: {escape(d['plan']['goal'])}")
+            for number, step in enumerate(d["plan"]["steps"], 1):
+                hint = f" [dim]({step['tool']})[/]" if step.get("tool") else ""
+                c.print(f"    {number}. {escape(step['action'])}{hint}")
+        elif event.kind == "plan_rejected":
+            c.print(f"  [red]plan rejected[/] {escape(d['problems'])} (attempt {d['attempt']})")
+        elif event.kind == "plan_step_done":
+            c.print(f"  [green]✓ plan step {d['plan_step']}[/] {escape(d['note'])}")
+        elif event.kind == "plan_step_failed":
+            c.print(f"  [red]✗ plan step {d['plan_step']}[/] {escape(d['reason'])}")
         elif event.kind == "run_finished":
             elapsed = time.perf_counter() - self.started
             style = {"done": "green", "failed": "red"}.get(d["status"], "yellow")

@@ -183,6 +183,8 @@ def show(run_id: RunId, db: DbOption = None, as_json: JsonOption = False) -> Non
     grid.add_row("parent", record.parent_run or "-")
     grid.add_row("worker", record.worker or "-")
     out.print(grid)
+    if result.get("plan"):
+        _print_plan(result["plan"])
     messages = result.get("messages") or []
     out.rule("conversation", align="left")
     if not messages:
@@ -195,6 +197,19 @@ def show(run_id: RunId, db: DbOption = None, as_json: JsonOption = False) -> Non
         for approval in pending:
             for command in decide_commands(approval, db):
                 out.print(command, soft_wrap=True)
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    """The run's plan (explicit planning): its goal, then each step with its status."""
+    out.rule(f"plan (version {plan.get('version', 1)})", align="left")
+    out.print(f"[bold]goal[/] {escape(str(plan.get('goal')))}")
+    styles = {"done": "green", "failed": "red"}
+    for number, step in enumerate(plan.get("steps") or [], 1):
+        status = str(step.get("status", "pending"))
+        hint = f" [dim]({escape(str(step['tool']))})[/]" if step.get("tool") else ""
+        note = f" - {escape(str(step['note']))}" if step.get("note") else ""
+        line = f"[{styles.get(status, 'yellow')}]{status:>7}[/] {number}. {escape(str(step.get('action')))}{hint}{note}"
+        out.print(line, soft_wrap=True)
 
 
 def _refuse_pending(runtime: Runtime, run_id: str, db: str | None) -> None:

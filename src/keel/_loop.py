@@ -2,8 +2,9 @@
 
 Read it top to bottom: ask the policies, ask the model, validate what it said, let the policies decide
 on each tool call (a person too, when one must), run the tools, repeat until a validated final answer,
-a give-up, a limit, or a pause. Every model and tool call goes through `steps` (the durable seam);
-every observation goes out through `emit`.
+a give-up, a limit, or a pause. With explicit planning, a planning step comes first, and again after a
+step of the plan fails (`keel.planning`). Every model and tool call goes through `steps` (the durable
+seam); every observation goes out through `emit`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .messages import (
     message_from_dict,
 )
 from .models._base import request_number
+from .planning import Planner, PlanningFailed
 from .policies import Decision, Policy, PolicyContext
 from .policies.approvals import arguments_hash
 from .tools import Tool, ToolArgumentsError, ToolContext
@@ -103,6 +105,7 @@ class RunResult:
         messages: the full conversation.
         error: what went wrong or what the run waits for, naming the fix.
         error_type: the kind (`ModelError`, `ToolFailed`, `BudgetExceeded`, `GaveUp`, `Paused`, ...).
+        plan: with explicit planning, the current plan and each step's status (see `keel.planning`).
     """
 
     run_id: str
@@ -113,6 +116,7 @@ class RunResult:
     messages: list[Message] = field(default_factory=list)
     error: str | None = None
     error_type: str | None = None
+    plan: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -128,6 +132,7 @@ class RunResult:
             "messages": [m.to_dict() for m in self.messages],
             "error": self.error,
             "error_type": self.error_type,
+            "plan": self.plan,
         }
 
     @classmethod
@@ -145,6 +150,7 @@ class RunResult:
             [message_from_dict(m) for m in data.get("messages") or []],
             data.get("error"),
             data.get("error_type"),
+            data.get("plan"),
         )
 
 
@@ -194,6 +200,7 @@ class _Run:
         self.messages: list[Message] = [SystemMessage(agent.system_prompt), UserMessage(task)]
         self.usage = Usage()
         self.step = 0
+        self.planner = Planner(agent, self.event) if agent.planning == "explicit" else None
         self.event("run_started", agent=agent.name, task=task, model=agent.model.name)
 
     def event(self, kind: Any, **data: Any) -> None:
@@ -203,7 +210,8 @@ class _Run:
         self, status: RunStatus, output: Any = None, error: str | None = None, kind: str | None = None
     ) -> RunResult:
         self.event("run_finished", status=status, error=error, error_type=kind, usage=self.usage.to_dict())
-        return RunResult(self.run_id, status, output, self.step, self.usage, self.messages, error, kind)
+        plan = self.planner.snapshot() if self.planner is not None else None
+        return RunResult(self.run_id, status, output, self.step, self.usage, self.messages, error, kind, plan)
 
     def decided(self, decision: Decision, policy: Policy, tool: str | None) -> Decision:
         if not decision.policy:
@@ -214,6 +222,8 @@ class _Run:
     async def loop(self) -> RunResult:
         agent, rejections = self.agent, 0
         while True:
+            if self.planner is not None and self.planner.wanted:
+                await self.plan()  # before acting: a plan, or a new one after a step failed
             if self.step >= agent.max_steps:
                 raise _Stop(
                     "failed",
@@ -226,6 +236,8 @@ class _Run:
                 self.run_id, agent.name, self.step, self.messages, self.usage, self.metadata, agent.tools_by_name
             )
             offered = await self.before_model(ctx)
+            if self.planner is not None:
+                offered = self.planner.offer(offered)
             response = await self.ask_model(offered)
             for policy in agent.policies:
                 decision = await policy.after_model(ctx, response)
@@ -234,6 +246,8 @@ class _Run:
 
             verdict = validate(response.message, agent, {s["name"] for s in offered})
             self.messages.append(response.message)
+            if verdict.progress and self.planner is not None:
+                self.messages.extend(self.planner.progress(verdict.progress))
             if verdict.feedback:
                 rejections += 1
                 self.messages.extend(verdict.feedback)
@@ -253,7 +267,33 @@ class _Run:
             if verdict.give_up is not None:
                 return self.finish("failed", verdict.give_up, f"the agent gave up: {verdict.give_up}", "GaveUp")
             for index, (call, tool, kwargs) in enumerate(verdict.calls):
-                self.messages.append(await self.handle_call(ctx, index, call, tool, kwargs))
+                result = await self.handle_call(ctx, index, call, tool, kwargs)
+                self.messages.append(result)
+                if self.planner is not None:
+                    self.planner.observe(result)  # a step whose tool failed: plan again
+
+    async def plan(self) -> None:
+        """Planning steps: ask for a plan until one validates (or planning fails); no tool runs meanwhile."""
+        agent, planner = self.agent, self.planner
+        assert planner is not None
+        try:
+            while planner.wanted:
+                messages = planner.request(self.messages)
+                if self.step >= agent.max_steps:
+                    raise _Stop(
+                        "failed",
+                        f"the run reached max_steps={agent.max_steps} while planning; raise max_steps",
+                        "BudgetExceeded",
+                    )
+                self.step += 1
+                ctx = PolicyContext(
+                    self.run_id, agent.name, self.step, messages, self.usage, self.metadata, agent.tools_by_name
+                )
+                await self.before_model(ctx)  # budgets and pauses apply; the only tool offered is the plan's
+                response = await self.ask_model([planner.spec], messages)
+                planner.answer(response.message)
+        except PlanningFailed as failed:
+            raise _Stop("failed", str(failed), failed.kind) from None
 
     async def before_model(self, ctx: PolicyContext) -> list[dict[str, Any]]:
         offered = self.agent.tool_specs
@@ -290,10 +330,12 @@ class _Run:
         if text:
             self.messages.append(UserMessage(text))
 
-    async def ask_model(self, offered: list[dict[str, Any]]) -> ModelResponse:
-        self.event("model_request", messages=len(self.messages), tools=len(offered))
+    async def ask_model(self, offered: list[dict[str, Any]], messages: list[Message] | None = None) -> ModelResponse:
+        if messages is None:  # an action request: the conversation, and the current plan if there is one
+            messages = list(self.messages) if self.planner is None else self.planner.context(self.messages)
+        self.event("model_request", messages=len(messages), tools=len(offered))
         request_number.set(self.step)
-        step_fn = functools.partial(model_step, self.agent.model, self.memory, list(self.messages), offered)
+        step_fn = functools.partial(model_step, self.agent.model, self.memory, messages, offered)
         raw = await self.steps("model", step_fn)
         response = ModelResponse.from_dict(raw["response"])
         for k, call in enumerate(response.message.tool_calls):

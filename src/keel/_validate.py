@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from .messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
+from .planning import PROGRESS_TOOL
 from .tools import Tool, ToolArgumentsError, _strip_titles
 
 if TYPE_CHECKING:
@@ -40,12 +41,19 @@ class Verdict:
     calls: list[tuple[ToolCall, Tool, dict[str, Any]]] = field(default_factory=list)
     feedback: list[Message] = field(default_factory=list)  # non-empty: the answer was rejected
     problems: list[str] = field(default_factory=list)
+    progress: list[ToolCall] = field(default_factory=list)  # update_plan calls (explicit planning)
 
 
 def validate(message: AssistantMessage, agent: Agent, offered: set[str]) -> Verdict:
     """Check the model's answer against the tools and the output type; never runs anything."""
     verdict = Verdict()
     calls = message.tool_calls
+    if calls and PROGRESS_TOOL in offered:  # explicit planning: progress reports are taken out, the rest judged
+        verdict.progress = [c for c in calls if c.name == PROGRESS_TOOL]
+        if verdict.progress:
+            calls = [c for c in calls if c.name != PROGRESS_TOOL]
+            if not calls:
+                return verdict
     if not calls:
         return _final_from_text(message.content, agent, verdict)
 

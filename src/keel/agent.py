@@ -15,6 +15,7 @@ from ._validate import CONTROL_TOOLS, GIVE_UP_SPEC, final_result_spec
 from .exceptions import ConfigError, UsageError
 from .messages import RunEvent
 from .models import Model, resolve_model
+from .planning import PLANNING_MODES, PLANNING_TOOLS
 from .policies import Policy
 from .tools import Tool
 
@@ -41,6 +42,10 @@ class Agent:
         policies: rules applied in this order at every model and tool call; default a `LoopGuard`
             (pass ``[]`` for none).
         context_budget: prompt tokens allowed; default the model's window minus its output budget.
+        planning: `implicit` acts step by step (the default); `explicit` has the model make a validated
+            `Plan` first, follow it, and plan again when a step fails (see `keel.planning`).
+        max_replans: with explicit planning, times a failed plan is made again before the run fails;
+            default 2.
 
     Raises:
         ConfigError: any argument is invalid; the message names it and the fix.
@@ -58,6 +63,8 @@ class Agent:
         output_retries: int = 2,
         policies: Sequence[Policy] | None = None,
         context_budget: int | None = None,
+        planning: str = "implicit",
+        max_replans: int = 2,
     ) -> None:
         if not isinstance(name, str) or not AGENT_NAME.match(name):
             raise ConfigError(f"agent name {name!r} is invalid: use 1-64 letters, digits, '_', '.' or '-'")
@@ -71,7 +78,7 @@ class Agent:
         self.tools = [t if isinstance(t, Tool) else _wrap(t, name) for t in tools]
         self.tools_by_name: dict[str, Tool] = {}
         for t in self.tools:
-            if t.name in CONTROL_TOOLS:
+            if t.name in CONTROL_TOOLS or t.name in PLANNING_TOOLS:
                 raise ConfigError(
                     f"agent {name!r}: tool name {t.name!r} is reserved by keel; rename it with @tool(name=...)"
                 )
@@ -92,6 +99,13 @@ class Agent:
             raise ConfigError(f"agent {name!r}: output_retries must be 0 or more, got {output_retries!r}")
         if context_budget is not None and (not isinstance(context_budget, int) or context_budget < 1):
             raise ConfigError(f"agent {name!r}: context_budget must be a positive number of tokens or None")
+        if planning not in PLANNING_MODES:
+            raise ConfigError(
+                f"agent {name!r}: planning must be 'implicit' (act step by step, the default) or 'explicit' "
+                f"(make a plan first, then follow it), got {planning!r}"
+            )
+        if not isinstance(max_replans, int) or isinstance(max_replans, bool) or max_replans < 0:
+            raise ConfigError(f"agent {name!r}: max_replans must be 0 or more, got {max_replans!r}")
         if policies is None:
             from .policies.loops import LoopGuard
 
@@ -110,6 +124,8 @@ class Agent:
         self.output_retries = output_retries
         self.policies: list[Policy] = list(policies)
         self.context_budget = context_budget
+        self.planning = planning
+        self.max_replans = max_replans
         self.tool_specs: list[dict[str, Any]] = [t.spec() for t in self.tools] + [GIVE_UP_SPEC]
         if output_type is not None:
             self.tool_specs.append(final_result_spec(output_type))

@@ -251,6 +251,11 @@ EventKind: TypeAlias = Literal[
     "tool_result",
     "policy_decision",
     "context_trimmed",
+    "plan_created",
+    "plan_updated",
+    "plan_rejected",
+    "plan_step_done",
+    "plan_step_failed",
     "run_finished",
 ]
 

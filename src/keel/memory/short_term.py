@@ -78,7 +78,12 @@ class ShortTermMemory:
     async def _counts_of(self, model: Model, messages: list[Message]) -> list[int]:
         known = len(self._prefix)
         if known > len(messages) or messages[:known] != self._prefix:  # identity first, in C: cheap
-            self._prefix, self._prefix_counts, known = [], [], 0
+            # The loop may end a request with a message that is not history (the current plan): the
+            # counts of what came before it still hold.
+            known -= 1
+            if known <= 0 or known > len(messages) or messages[:known] != self._prefix[:known]:
+                known = 0
+            del self._prefix[known:], self._prefix_counts[known:]
         for message in messages[known:]:
             self._prefix.append(message)
             self._prefix_counts.append(await self._count(model, message))

@@ -92,7 +92,10 @@ class ScriptedModel:
         prefix, counts = self._prefixes.get(key, ([], []))
         known = len(prefix)
         if known > len(messages) or list(messages[:known]) != prefix:  # identity first, in C: cheap
-            prefix, counts, known = [], [], 0
+            known -= 1  # the last message may not be history (the loop's current plan): keep the rest
+            if known <= 0 or known > len(messages) or list(messages[:known]) != prefix[:known]:
+                known = 0
+            del prefix[known:], counts[known:]
         for message in messages[known:]:
             prefix.append(message)
             counts.append(estimate_tokens(message_text(message)))
