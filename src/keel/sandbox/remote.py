@@ -143,6 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: dict[str, Any] | str) -> None:
         data = (body if isinstance(body, str) else json.dumps(body)).encode()
+        if status != 200:
+            self.close_connection = True  # an unread request body must not be parsed as the next request
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -175,7 +177,6 @@ class _Handler(BaseHTTPRequestHandler):
             return
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
-            self.close_connection = True
             self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY_BYTES} bytes"})
             return
         try:
