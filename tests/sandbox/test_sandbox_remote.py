@@ -45,7 +45,7 @@ def test_a_wrong_token_is_refused(server: SandboxServer) -> None:
     try:
         result = remote.run(ExecutionRequest(language="python", code="print(1)"))
         assert result.stop_reason == "unavailable" and "401" in (result.error or "")
-        assert "401" in (remote.unavailable_reason() or "")
+        assert remote.unavailable_reason() is None  # health is open to probes; it runs nothing
     finally:
         remote.close()
 

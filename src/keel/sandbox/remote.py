@@ -8,7 +8,8 @@ Production runs untrusted code away from the workers: in its own pods under gVis
   did not validate (the body's ``error`` names the field), ``401`` a missing or wrong bearer token,
   ``413`` a body over 4 MiB, ``503`` a server at its concurrency limit (retry later).
 - ``GET /v1/health`` answers ``{"backend": name, "available": bool, "reason": str | null}``.
-- With a token configured, both need ``Authorization: Bearer <token>``.
+- With a token configured, executions need ``Authorization: Bearer <token>``; health is open (it
+  tells only whether the backend can run), so a Kubernetes probe can call it.
 
 `serve` exposes a local backend (``python -m keel.sandbox serve``); `RemoteBackend` implements
 `SandboxBackend` by calling such a server, so a remote sandbox is a drop-in for a local one. Another
@@ -161,8 +162,6 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's naming
-        if not self._authorized():
-            return
         if self.path != "/v1/health":
             self._send(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {self.path!r}; use /v1/health"})
             return
