@@ -8,7 +8,7 @@ running in another process, pod or machine behaves exactly like one in this proc
 from __future__ import annotations
 
 import posixpath
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -160,6 +160,21 @@ class ExecutionResult(BaseModel):
     stop_reason: StopReason | None = None
     files: list[FileInfo] = Field(default_factory=list)
     error: str | None = None
+
+    def for_model(self) -> dict[str, Any]:
+        """The result as the model reads it: exit code and output, and only the other fields that are set.
+
+        Small models read a short result more reliably, and every field costs tokens.
+        """
+        shown: dict[str, Any] = {"exit_code": self.exit_code, "stdout": self.stdout}
+        if self.stderr:
+            shown["stderr"] = self.stderr
+        for name in ("stop_reason", "error"):
+            if getattr(self, name) is not None:
+                shown[name] = getattr(self, name)
+        if self.files:
+            shown["files"] = [f.model_dump() for f in self.files]
+        return shown
 
     @property
     def ok(self) -> bool:
