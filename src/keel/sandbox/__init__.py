@@ -14,7 +14,8 @@ Example:
     >>> result.stdout, result.exit_code  # doctest: +SKIP
     ('42\\n', 0)
 
-``import keel`` does not import this package; importing it loads no third-party library.
+``import keel`` does not import this package; importing it loads no third-party library but httpx
+(wasmtime is imported on the first WebAssembly run).
 """
 
 from ._common import DEFAULT_SANDBOX_UID
@@ -30,25 +31,31 @@ from ._types import (
 )
 from .bubblewrap import BubblewrapBackend
 from .local import UnsafeLocalBackend, UnsafeSandboxWarning
+from .remote import RemoteBackend, SandboxServer, serve
 from .tools import BACKENDS, get_backend, python_tool, run_python, run_shell, shell_tool
+from .wasm import WasmBackend
 
 __all__ = [
     "BACKENDS",
-    "DEFAULT_SANDBOX_UID",
     "BubblewrapBackend",
+    "DEFAULT_SANDBOX_UID",
     "ExecutionRequest",
     "ExecutionResult",
     "FileInfo",
     "Language",
     "Limits",
+    "RemoteBackend",
     "SandboxBackend",
+    "SandboxServer",
     "SandboxUnavailable",
     "StopReason",
     "UnsafeLocalBackend",
     "UnsafeSandboxWarning",
+    "WasmBackend",
     "get_backend",
     "python_tool",
     "run_python",
     "run_shell",
+    "serve",
     "shell_tool",
 ]
