@@ -22,9 +22,13 @@ def workspace_base() -> Iterator[str]:
     assert not leftovers, f"workspaces were not removed: {leftovers}"
 
 
+SESSION_UID = 62000 + os.getpid() % 1000
+"""The sandbox uid of this test session (as root): a process of it left behind was left by these tests."""
+
+
 @pytest.fixture(scope="session")
 def bubblewrap(workspace_base: str) -> BubblewrapBackend:
-    backend = BubblewrapBackend(workspace_dir=workspace_base)
+    backend = BubblewrapBackend(workspace_dir=workspace_base, uid=SESSION_UID)
     reason = backend.unavailable_reason()
     if reason is not None:
         pytest.skip(f"bubblewrap cannot run here: {reason} (`make sysdeps` installs it)")

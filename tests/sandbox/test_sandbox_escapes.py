@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from keel.sandbox import DEFAULT_SANDBOX_UID, ExecutionRequest, ExecutionResult, Limits, SandboxBackend
+from keel.sandbox import ExecutionRequest, ExecutionResult, Limits, SandboxBackend
+
+from .conftest import SESSION_UID
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +36,7 @@ def report(result: ExecutionResult) -> dict[str, Any]:
 
 
 def sandbox_processes() -> list[int]:
-    """Host processes running as the sandbox uid (the uid only sandboxes use when tests run as root)."""
+    """Host processes running as this session's sandbox uid (used by nothing else when tests run as root)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -44,7 +46,7 @@ def sandbox_processes() -> list[int]:
         except OSError:
             continue
         uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        if int(uid_line.split()[1]) == DEFAULT_SANDBOX_UID:
+        if int(uid_line.split()[1]) == SESSION_UID:
             pids.append(int(entry))
     return pids
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,6 +94,20 @@ def test_missing_bubblewrap_is_a_structured_error_naming_the_fix(workspace_base:
     assert status == "done"
     assert out["stop_reason"] == "unavailable" and out["exit_code"] is None
     assert "apt-get install bubblewrap python3-seccomp" in out["error"]
+
+
+def test_a_workspace_dir_the_sandbox_uid_cannot_reach_is_an_error_naming_the_fix() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root switches to the sandbox uid")
+    private = tempfile.mkdtemp(prefix="keel-private-")  # mode 0700, owned by root
+    try:
+        backend = BubblewrapBackend(workspace_dir=private)
+        result = backend.run(ExecutionRequest(language="python", code="print(1)"))
+        assert result.stop_reason == "unavailable" and result.exit_code is None
+        assert "must be reachable by the sandbox uid" in (result.error or "")
+        assert os.listdir(private) == []  # the workspace was removed all the same
+    finally:
+        os.rmdir(private)
 
 
 def test_file_paths_that_leave_the_workspace_are_a_structured_error(bubblewrap: BubblewrapBackend) -> None:

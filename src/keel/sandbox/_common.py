@@ -39,7 +39,7 @@ def sandbox_identity(uid: int | None = None) -> tuple[int, int] | None:
             f"the sandbox uid is {uid}: sandboxed code never runs as root; set KEEL_SANDBOX_UID to an "
             f"unprivileged uid such as {DEFAULT_SANDBOX_UID}"
         )
-    if os.geteuid() != 0:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return None
     return uid, uid
 

@@ -44,7 +44,7 @@ INSTALL_HINT = "install it with `apt-get install bubblewrap python3-seccomp`, or
 
 _filter_lock = threading.Lock()
 _filter_cache: dict[str, bytes] = {}
-_probe_cache: dict[tuple[str, int | None], str | None] = {}
+_probe_cache: dict[tuple[str, int | None, str | None], str | None] = {}
 
 
 def seccomp_filter(system_python: str = "/usr/bin/python3") -> bytes:
@@ -201,16 +201,10 @@ class BubblewrapBackend:
             seccomp_filter()
         except ConfigError as exc:
             return str(exc)
-        key = (self.bwrap, None if self.identity is None else self.identity[0])
+        key = (self.bwrap, None if self.identity is None else self.identity[0], self.workspace_dir)
         if key not in _probe_cache:
             probe = self.run(ExecutionRequest(language="shell", code="exit 0"), _probing=True)
-            _probe_cache[key] = (
-                None
-                if probe.exit_code == 0
-                else f"bubblewrap cannot create its namespaces here ({probe.stderr.strip()[:300]}); enable "
-                "unprivileged user namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone) "
-                "or use the wasm backend"
-            )
+            _probe_cache[key] = None if probe.exit_code == 0 else (probe.error or probe.stderr.strip()[:300])
         return _probe_cache[key]
 
     def _argv(self, request: ExecutionRequest, workspace: str, fds: dict[str, int]) -> list[str]:
@@ -300,5 +294,26 @@ class BubblewrapBackend:
                 group=None if self.identity is None else gid,
                 kill=functools.partial(_kill_sandbox, fds["info"]),
             )
-            return result_from(self.name, request, outcome, workspace.listing())
+            result = result_from(self.name, request, outcome, workspace.listing())
+            failure = self._setup_failure(result)
+            if failure is not None:
+                return result.model_copy(update={"stop_reason": "error", "error": failure, "exit_code": None})
+            return result
         raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+    def _setup_failure(self, result: ExecutionResult) -> str | None:
+        """Explain a sandbox that bubblewrap could not set up (it exits 1 with ``bwrap: ...``)."""
+        if result.exit_code != 1 or not result.stderr.startswith("bwrap: "):
+            return None
+        line = result.stderr.splitlines()[0]
+        if "source path" in line and self.identity is not None:
+            hint = (
+                f"the workspace directory must be reachable by the sandbox uid {self.identity[0]}: pass a "
+                "workspace_dir whose parents are searchable by others (mode 0711 or 0755), such as /tmp"
+            )
+        else:
+            hint = (
+                "bubblewrap needs unprivileged user namespaces (sysctl user.max_user_namespaces > 0, "
+                "kernel.unprivileged_userns_clone=1, no AppArmor restriction); or use the wasm backend"
+            )
+        return f"bubblewrap could not start the sandbox ({line}); {hint}"
