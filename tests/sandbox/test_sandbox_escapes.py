@@ -311,6 +311,12 @@ print("wrote 100 MiB")
         assert result.files == []
 
 
+def test_an_output_flood_is_cut_and_stopped(backend: SandboxBackend) -> None:
+    result = run(backend, "while True:\n    print('x' * 1000)", max_output_bytes=1000, kill_output_bytes=1 << 20)
+    assert result.stop_reason == "output_size" and result.stdout_truncated, result
+    assert len(result.stdout) < 1200 and "the limit is 1000 bytes per stream" in result.stdout
+
+
 def test_tmp_is_a_small_private_tmpfs(bubblewrap: SandboxBackend) -> None:
     code = """
 chunk = b"x" * (1 << 20)

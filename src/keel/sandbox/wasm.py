@@ -4,8 +4,9 @@ CPython 3.12 built for WASI (VMware Wasm Labs' build, shipped on PyPI as ``safel
 0.1.0 and checked here against its SHA-256 before use) runs inside wasmtime in this process. The
 guest has no sockets and no processes (WASI preview 1 offers none), sees only its workspace at
 ``/workspace`` and its program, read-only, at ``/run/keel``; fuel bounds its CPU work, a store limit
-its memory, and an epoch deadline its wall-clock time. Files over the file-size limit are removed
-after the run and reported (WASI has no per-file limit, so the bytes did reach the disk for a moment).
+its memory, and an epoch deadline its wall-clock time. Past the output limit the guest's writes to
+stdout and stderr fail. Files over the file-size limit are removed after the run and reported (WASI
+has no per-file limit, so the bytes did reach the disk for a moment).
 
 The first compile of the 26 MB module takes about 24 s; the compiled module is cached in
 ``KEEL_SANDBOX_CACHE`` (default ``~/.cache/keel/sandbox``), keyed by the module's hash and the
@@ -16,6 +17,7 @@ here; ``shell`` requests return an ``error`` result. Install with ``pip install 
 from __future__ import annotations
 
 import atexit
+import errno
 import hashlib
 import os
 import tempfile
@@ -120,16 +122,21 @@ _RUNNER = (
 
 
 class _Sink:
-    """Keeps the head of a guest stream and counts the rest."""
+    """Keeps the head of a guest stream and counts the rest; past the shared budget, writes fail."""
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, budget: list[int]) -> None:
         self.keep, self.data, self.total = keep, bytearray(), 0
+        self.budget = budget  # bytes both streams may still write, shared
 
-    def __call__(self, chunk: bytes) -> None:
+    def __call__(self, chunk: bytes) -> int | None:
+        if self.budget[0] <= 0:
+            return -errno.EPIPE  # the guest's write fails: a flood ends instead of running to the deadline
+        self.budget[0] -= len(chunk)
         self.total += len(chunk)
         room = self.keep - len(self.data)
         if room > 0:
             self.data += chunk[:room]
+        return None
 
 
 class WasmBackend:
@@ -189,7 +196,8 @@ class WasmBackend:
                 return ExecutionResult(backend=self.name, exit_code=None, stop_reason="error", error=str(exc))
             code_dir.put({"main.py": request.code, "stdin": request.stdin})
 
-            out, err = _Sink(limits.max_output_bytes), _Sink(limits.max_output_bytes)
+            budget = [limits.kill_output_bytes]
+            out, err = _Sink(limits.max_output_bytes, budget), _Sink(limits.max_output_bytes, budget)
             wasi = wasmtime.WasiConfig()
             wasi.argv = ["python", "-I", "-c", _RUNNER]
             wasi.env = [("HOME", "/workspace"), ("LANG", "C.UTF-8"), ("PYTHONDONTWRITEBYTECODE", "1")]
@@ -235,7 +243,7 @@ class WasmBackend:
             if too_big and stop is None:
                 stop = "file_size"
             files = workspace.listing() if too_big else files
-            if stop is None and out.total + err.total > limits.kill_output_bytes:
+            if stop is None and budget[0] <= 0:
                 stop = "output_size"
             stderr_tail = bytes(err.data[-2048:]).decode("utf-8", errors="replace")
             if stop is None and exit_code not in (0, None) and "MemoryError" in stderr_tail:
