@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -327,3 +329,27 @@ with open("/tmp/big.bin", "wb") as f:
 """
     result = run(bubblewrap, code, file_size_mb=512, tmp_mb=8)
     assert result.stop_reason == "file_size" and "No space left on device" in result.stderr, result
+
+
+def test_unreadable_directories_and_links_in_the_workspace_are_removed_without_touching_targets(
+    bubblewrap: SandboxBackend, workspace_base: str
+) -> None:
+    target = Path(tempfile.mkdtemp(prefix="keel-link-target-"))
+    (target / "keep.txt").write_text("keep")
+    os.chmod(target, 0o755)
+    code = f"""
+import os
+os.makedirs("locked/inner")
+open("locked/inner/f.txt", "w").write("x")
+os.symlink("{target}", "locked/to_target")
+os.chmod("locked/inner", 0)
+os.chmod("locked", 0)
+"""
+    try:
+        result = run(bubblewrap, code)
+        assert result.exit_code == 0, result
+        assert os.listdir(workspace_base) == []  # the workspace, locked directories included, is gone
+        assert (target / "keep.txt").read_text() == "keep"
+        assert oct(target.stat().st_mode & 0o777) == oct(0o755)  # the link's target was not chmod-ed
+    finally:
+        shutil.rmtree(target)

@@ -80,13 +80,23 @@ class Workspace:
         return sorted(found, key=lambda f: f.path)
 
     def remove(self) -> None:
-        """Delete the workspace, including directories the code made unreadable."""
+        """Delete the workspace, including directories the code made unreadable.
+
+        Never follows a link: a directory is opened with ``O_NOFOLLOW`` before its mode is changed, and
+        ``shutil.rmtree`` removes links, not their targets.
+        """
         for root, dirs, _files in os.walk(self.path, followlinks=False):
             for name in dirs:
-                full = os.path.join(root, name)
-                if not os.path.islink(full):
-                    with contextlib.suppress(OSError):
-                        os.chmod(full, 0o700)
-        with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o700)
+                _make_traversable(os.path.join(root, name))
+        _make_traversable(str(self.path))
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _make_traversable(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return  # a link (left alone), or unreadable to us: rmtree removes what it can
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o700)
+    os.close(fd)

@@ -6,7 +6,8 @@ Production runs untrusted code away from the workers: in its own pods under gVis
 - ``POST /v1/executions`` with an `ExecutionRequest` as JSON answers ``200`` with an `ExecutionResult`
   as JSON. Every execution, including one stopped by a limit, is a ``200``; ``400`` means the request
   did not validate (the body's ``error`` names the field), ``401`` a missing or wrong bearer token,
-  ``413`` a body over 4 MiB, ``503`` a server at its concurrency limit (retry later).
+  ``411`` a body without a valid Content-Length, ``413`` a body over 4 MiB, ``503`` a server at its
+  concurrency limit (retry later).
 - ``GET /v1/health`` answers ``{"backend": name, "available": bool, "reason": str | null}``.
 - With a token configured, executions need ``Authorization: Bearer <token>``; health is open (it
   tells only whether the backend can run), so a Kubernetes probe can call it.
@@ -174,7 +175,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/v1/executions":
             self._send(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {self.path!r}; use /v1/executions"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or "")
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._send(HTTPStatus.LENGTH_REQUIRED, {"error": "send the request body with a Content-Length"})
+            return
         if length > MAX_BODY_BYTES:
             self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY_BYTES} bytes"})
             return
