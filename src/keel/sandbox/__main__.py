@@ -48,6 +48,11 @@ def _backend(name: str | None, workspace_dir: str | None, allow_unsafe: bool) ->
     if chosen == "unsafe-local":
         from .local import UnsafeLocalBackend
 
+        if not allow_unsafe:
+            raise ConfigError(
+                "the unsafe-local backend runs code without isolation; add --allow-unsafe only where something "
+                "else is the boundary (a gVisor pod with no network, as in deploy/k8s/sandbox)"
+            )
         return UnsafeLocalBackend(acknowledge_unsafe=allow_unsafe, workspace_dir=workspace_dir)
     if chosen == "bubblewrap":
         from .bubblewrap import BubblewrapBackend
