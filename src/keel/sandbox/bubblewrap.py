@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -45,6 +46,8 @@ INSTALL_HINT = "install it with `apt-get install bubblewrap python3-seccomp`, or
 _filter_lock = threading.Lock()
 _filter_cache: dict[str, bytes] = {}
 _probe_cache: dict[tuple[str, int | None, str | None], str | None] = {}
+_warned_join: list[bool] = []
+log = logging.getLogger("keel.sandbox")
 
 
 def seccomp_filter(system_python: str = "/usr/bin/python3") -> bytes:
@@ -106,6 +109,10 @@ class _PidsCgroup:
     def close(self) -> None:
         """Remove the cgroup (its processes are gone once the sandbox ended)."""
         if self.path is not None:
+            if _read(self.path / "pids.peak").strip() == "0" and not _warned_join:
+                # The kernel refused the move (cgroup v2 without delegation): say so once.
+                _warned_join.append(True)
+                log.warning("keel sandbox: could not join the pids cgroup %s; the process rlimit applies", self.path)
             self._rmdir(self.path)
 
     @staticmethod
