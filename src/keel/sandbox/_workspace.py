@@ -14,6 +14,8 @@ from ._types import FileInfo, workspace_path
 __all__ = ["Workspace"]
 
 MAX_LISTED = 200
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # absent on Windows, where the wasm backend also runs
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 class Workspace:
@@ -48,7 +50,7 @@ class Workspace:
                     directory.mkdir()
                     self._chown(directory)
             # O_NOFOLLOW|O_EXCL: the workspace is new and ours, but never write through a link.
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text)
             self._chown(target)
@@ -94,7 +96,7 @@ class Workspace:
 
 def _make_traversable(path: str) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
     except OSError:
         return  # a link (left alone), or unreadable to us: rmtree removes what it can
     with contextlib.suppress(OSError):
