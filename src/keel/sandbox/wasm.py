@@ -109,9 +109,11 @@ def _tick(engine: wasmtime.Engine) -> None:
 
 
 def _stop_ticker(ticker: threading.Thread) -> None:
-    """Stop ticking before the interpreter (and wasmtime's runtime) shuts down."""
+    """Stop ticking, and free the engine and module while wasmtime's bindings still exist (at exit)."""
     _stopping.set()
     ticker.join(timeout=1.0)
+    with _lock:
+        _state.clear()
 
 
 # WASI has no working directory: the runner enters the workspace, then runs the program as __main__.
