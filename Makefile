@@ -37,7 +37,8 @@ services:
 	@pg_isready -h 127.0.0.1 -p 5432
 
 # Debian packages the tests need (the machine runs as root; CI starts from the same image).
-APT_PACKAGES :=
+# bubblewrap and python3-seccomp: the default code sandbox (keel.sandbox).
+APT_PACKAGES := bubblewrap python3-seccomp
 
 sysdeps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -25,9 +25,9 @@ INSTRUCTIONS = Path(__file__).with_name("instructions.md").read_text(encoding="u
 
 DEMO_TASKS = [
     "Where is order A-1001?",
-    "What is the status of order A-1002?",
     "How long does international shipping take?",
     "I'm ana.silva@example.com. My order A-1002 arrived broken, please refund the 34.90 I paid.",
+    "Use run_python to add up 19.90, 34.90 and 4.95 for me.",
 ]
 """Tasks the embedded 0.5B model can usually finish with one or two tool calls."""
 

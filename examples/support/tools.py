@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from keel import Tool, ToolContext, ToolError, tool
+from keel.sandbox import Limits, python_tool
 
 from . import data, kb, shop
 from .shop import Address
@@ -28,6 +29,7 @@ __all__ = [
     "list_orders",
     "lookup_order",
     "refund_order",
+    "run_python",
     "search_kb",
     "track_shipment",
     "update_shipping_address",
@@ -147,6 +149,10 @@ def escalate_to_human(reason: str, summary: str, ctx: ToolContext) -> dict[str, 
 # Small models lean towards the tools listed first: the knowledge base goes first, since questions
 # that name no order are the common case and an order id in the question pulls towards the order tools
 # anyway (bench/local_tool_choice.py: 11-13 of 16 right first tools with search_kb first, 8 without).
+run_python = python_tool(limits=Limits(timeout_s=5, cpu_s=5, memory_mb=256), with_files=False)
+"""Arithmetic (totals, discounts) as a short program in the code sandbox (bubblewrap unless
+``KEEL_SANDBOX_BACKEND`` says otherwise); without one it returns an error result, never a crash."""
+
 TOOLS: list[Tool] = [
     search_kb,
     lookup_order,
@@ -156,4 +162,5 @@ TOOLS: list[Tool] = [
     refund_order,
     update_shipping_address,
     escalate_to_human,
+    run_python,
 ]

@@ -396,7 +396,7 @@ def test_escalate_to_human(db: Path) -> None:
 
 def test_tool_specs_are_compact_and_hide_the_context() -> None:
     names = [t.name for t in tools.TOOLS]
-    assert len(names) == len(set(names)) == 8
+    assert len(names) == len(set(names)) == 9
     for t in tools.TOOLS:
         assert "ctx" not in t.parameters["properties"]
         assert t.description and len(t.description) < 120

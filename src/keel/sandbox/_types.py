@@ -1,0 +1,201 @@
+"""What a sandbox receives and returns, and the protocol every backend implements.
+
+These models are also the wire format of the remote-sandbox interface (`keel.sandbox.remote`): a
+request is posted as `ExecutionRequest` JSON and the answer is `ExecutionResult` JSON, so a backend
+running in another process, pod or machine behaves exactly like one in this process.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..exceptions import ConfigError
+
+__all__ = [
+    "ExecutionRequest",
+    "ExecutionResult",
+    "FileInfo",
+    "Language",
+    "Limits",
+    "SandboxBackend",
+    "SandboxUnavailable",
+    "StopReason",
+]
+
+Language = Literal["python", "shell"]
+
+StopReason = Literal["timeout", "cpu", "memory", "output_size", "file_size", "unavailable", "error"]
+"""Why an execution was stopped or did not run; ``None`` in a result means the code exited by itself.
+
+- ``timeout``: the wall-clock limit passed and the whole sandbox was killed.
+- ``cpu``: the CPU-time limit passed.
+- ``memory``: an allocation failed against the memory limit.
+- ``output_size``: stdout plus stderr passed ``Limits.kill_output_bytes`` and the sandbox was killed.
+- ``file_size``: a write passed the file-size limit (or the size of ``/tmp``).
+- ``unavailable``: the backend cannot run on this machine (``error`` says why and how to fix it).
+- ``error``: the request was invalid or the backend failed (``error`` says what).
+"""
+
+
+class SandboxUnavailable(ConfigError):
+    """A sandbox backend cannot run here; the message names what is missing and how to install it."""
+
+
+class Limits(BaseModel):
+    """Resource limits of one execution. Every limit applies to the whole sandbox.
+
+    Attributes:
+        timeout_s: wall-clock seconds before the whole sandbox is killed; default 10.
+        cpu_s: CPU seconds the code may use; default 10.
+        memory_mb: address space per process in MiB (WebAssembly: linear memory); default 512.
+        processes: processes and threads the sandbox may have at once; default 64.
+        file_size_mb: largest file the code may write, in MiB; default 16.
+        open_files: open file descriptors per process; default 256.
+        tmp_mb: size of the sandbox's private ``/tmp``, in MiB; default 64.
+        max_output_bytes: bytes of stdout and of stderr kept in the result; the rest is cut with a
+            marker; default 65536.
+        kill_output_bytes: stdout plus stderr bytes after which the sandbox is killed; default 8 MiB.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    cpu_s: int = Field(default=10, ge=1, le=3600)
+    memory_mb: int = Field(default=512, ge=32, le=65536)
+    processes: int = Field(default=64, ge=4, le=4096)
+    file_size_mb: int = Field(default=16, ge=1, le=65536)
+    open_files: int = Field(default=256, ge=16, le=65536)
+    tmp_mb: int = Field(default=64, ge=1, le=65536)
+    max_output_bytes: int = Field(default=65536, ge=256, le=64 * 1024 * 1024)
+    kill_output_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+
+
+class ExecutionRequest(BaseModel):
+    """One piece of code to run in a fresh workspace.
+
+    Attributes:
+        language: ``python`` (standard-library Python 3) or ``shell`` (POSIX shell).
+        code: the program's source.
+        stdin: text fed to the program's standard input.
+        files: text files placed in the workspace before the run, by relative path.
+        limits: the resource limits.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    language: Language
+    code: str
+    stdin: str = ""
+    files: dict[str, str] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("files")
+    @classmethod
+    def _relative_paths_only(cls, files: dict[str, str]) -> dict[str, str]:
+        for path in files:
+            workspace_path(path)
+        return files
+
+
+def workspace_path(path: str) -> str:
+    """Check that `path` names a file inside the workspace and return it normalised.
+
+    Raises:
+        ValueError: the path is empty, absolute, leaves the workspace with ``..``, or holds a NUL byte.
+    """
+    if not path or "\x00" in path:
+        raise ValueError(f"file path {path!r} is empty or holds a NUL byte; name a file like 'data/input.csv'")
+    if path.startswith("/"):
+        raise ValueError(f"file path {path!r} is absolute; give a path relative to the workspace, like 'input.csv'")
+    normal = posixpath.normpath(path)
+    if normal == "." or normal == ".." or normal.startswith("../") or ".." in normal.split("/"):
+        raise ValueError(f"file path {path!r} leaves the workspace; give a path inside it, like 'input.csv'")
+    return normal
+
+
+class FileInfo(BaseModel):
+    """A file the code left in the workspace.
+
+    Attributes:
+        path: relative to the workspace.
+        size: bytes (for a symlink: the length of its target's name).
+        kind: ``file``, ``dir`` or ``symlink`` (symlinks are reported, never followed).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    size: int
+    kind: Literal["file", "dir", "symlink"]
+
+
+class ExecutionResult(BaseModel):
+    """What happened to one execution. It is returned for every request, including failures.
+
+    Attributes:
+        backend: the backend that ran it.
+        exit_code: the program's exit status; 128+N when a signal N ended it; None if it never ran.
+        stdout: standard output as text (invalid UTF-8 replaced), cut at ``Limits.max_output_bytes``.
+        stderr: standard error, likewise.
+        stdout_truncated: stdout was cut; a marker at its end says how many bytes were dropped.
+        stderr_truncated: stderr was cut, likewise.
+        duration_ms: wall-clock milliseconds from start to end, sandbox set-up included.
+        stop_reason: why it was stopped (see `StopReason`); None when it exited by itself.
+        files: the files in the workspace after the run (those placed by the request included).
+        error: what went wrong when ``stop_reason`` is ``unavailable`` or ``error``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: str
+    exit_code: int | None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    duration_ms: float = 0.0
+    stop_reason: StopReason | None = None
+    files: list[FileInfo] = Field(default_factory=list)
+    error: str | None = None
+
+    def for_model(self) -> dict[str, Any]:
+        """The result as the model reads it: exit code and output, and only the other fields that are set.
+
+        Small models read a short result more reliably, and every field costs tokens.
+        """
+        shown: dict[str, Any] = {"exit_code": self.exit_code, "stdout": self.stdout}
+        if self.stderr:
+            shown["stderr"] = self.stderr
+        for name in ("stop_reason", "error"):
+            if getattr(self, name) is not None:
+                shown[name] = getattr(self, name)
+        if self.files:
+            shown["files"] = [f.model_dump() for f in self.files]
+        return shown
+
+    @property
+    def ok(self) -> bool:
+        """The code exited by itself with status 0."""
+        return self.exit_code == 0 and self.stop_reason is None
+
+
+@runtime_checkable
+class SandboxBackend(Protocol):
+    """A place to run untrusted code. Local backends and `RemoteBackend` all implement it.
+
+    `run` must return an `ExecutionResult` for every request: invalid code, a crash, a limit reached
+    or a backend that cannot start are all results, never exceptions.
+    """
+
+    name: str
+
+    def unavailable_reason(self) -> str | None:
+        """Why this backend cannot run here (naming the fix), or None when it can."""
+        ...
+
+    def run(self, request: ExecutionRequest) -> ExecutionResult:
+        """Run one request in a fresh workspace and report what happened."""
+        ...

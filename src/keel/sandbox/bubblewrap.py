@@ -1,0 +1,326 @@
+"""The default sandbox: bubblewrap namespaces, a seccomp filter, rlimits and an unprivileged uid.
+
+Each execution gets new user, mount, pid, network, IPC, UTS and cgroup namespaces (``--unshare-all``:
+the network namespace holds only ``lo``, so not even the host's 127.0.0.1 is reachable), no
+capabilities, no further user namespaces, a cleared environment and its own session. The file system
+is the host's ``/usr`` read-only, a private ``/proc`` and ``/dev``, a size-limited tmpfs ``/tmp`` and a
+fresh workspace, the only writable host directory, at ``/workspace``. Everything else is absent: no
+``/etc/shadow``, no ``/root``, no project directory. A seccomp filter (built with the Debian package
+``python3-seccomp``) denies every socket family but AF_UNIX, ``ptrace``, ``unshare``, ``mount`` and
+kernel interfaces a program does not need. rlimits bound CPU time, address space, processes, file size
+and open files; a pids cgroup bounds the process count per execution when one is writable. At the
+wall-clock limit the whole sandbox is killed: bubblewrap dies, and its pid namespace with it.
+
+Code never runs as host uid 0: as root, keel switches to a dedicated unprivileged uid
+(`DEFAULT_SANDBOX_UID`, or ``KEEL_SANDBOX_UID``) before starting bubblewrap.
+
+Needs Linux with unprivileged user namespaces and ``apt-get install bubblewrap python3-seccomp``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import uuid
+from contextlib import ExitStack, suppress
+from pathlib import Path
+
+from ..exceptions import ConfigError
+from ._common import prlimit_argv, result_from, sandbox_identity
+from ._process import run_captured
+from ._types import ExecutionRequest, ExecutionResult
+from ._workspace import Workspace
+
+__all__ = ["BubblewrapBackend"]
+
+_SYSTEM_PATH = "/usr/bin:/bin"
+INSTALL_HINT = "install it with `apt-get install bubblewrap python3-seccomp`, or use the wasm backend"
+
+_filter_lock = threading.Lock()
+_filter_cache: dict[str, bytes] = {}
+_probe_cache: dict[tuple[str, int | None, str | None], str | None] = {}
+_warned_join: list[bool] = []
+log = logging.getLogger("keel.sandbox")
+
+
+def seccomp_filter(system_python: str = "/usr/bin/python3") -> bytes:
+    """The compiled seccomp filter (classic BPF), generated once per process with the system Python.
+
+    Raises:
+        ConfigError: the system Python cannot import ``seccomp`` (package ``python3-seccomp`` missing).
+    """
+    with _filter_lock:
+        if system_python not in _filter_cache:
+            script = Path(__file__).with_name("_seccomp_gen.py")
+            done = subprocess.run(  # noqa: S603 - fixed interpreter and script
+                [system_python, "-I", str(script)], capture_output=True, timeout=60, check=False
+            )
+            if done.returncode != 0 or not done.stdout:
+                detail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                raise ConfigError(
+                    f"cannot build the sandbox's seccomp filter with {system_python} ({detail[0]}); {INSTALL_HINT}"
+                )
+            _filter_cache[system_python] = done.stdout
+        return _filter_cache[system_python]
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+class _PidsCgroup:
+    """A pids cgroup for one execution, when the host lets keel create one (cgroup v1 or v2)."""
+
+    def __init__(self, limit: int, owner: tuple[int, int] | None) -> None:
+        self.path: Path | None = None
+        v1, v2 = Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")
+        for root in (v1, v2):
+            if not os.access(root, os.W_OK):
+                continue
+            if root == v2 and "pids" not in _read(root / "cgroup.subtree_control").split():
+                continue
+            path = root / f"keel-sandbox-{uuid.uuid4().hex[:12]}"
+            try:
+                path.mkdir()
+                (path / "pids.max").write_text(str(limit))
+                if owner is not None:
+                    os.chown(path / "cgroup.procs", *owner)
+            except OSError:
+                self._rmdir(path)
+                continue
+            self.path = path
+            break
+
+    @property
+    def procs(self) -> str | None:
+        """The file a process writes its pid to in order to join, or None without a cgroup."""
+        return None if self.path is None else str(self.path / "cgroup.procs")
+
+    def close(self) -> None:
+        """Remove the cgroup (its processes are gone once the sandbox ended)."""
+        if self.path is not None:
+            if _read(self.path / "pids.peak").strip() == "0" and not _warned_join:
+                # The kernel refused the move (cgroup v2 without delegation): say so once.
+                _warned_join.append(True)
+                log.warning("keel sandbox: could not join the pids cgroup %s; the process rlimit applies", self.path)
+            self._rmdir(self.path)
+
+    @staticmethod
+    def _rmdir(path: Path) -> None:
+        with suppress(OSError):
+            path.rmdir()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+# pid 1 of the namespace: runs the program as its child (the kernel drops default-action signals such
+# as SIGXCPU sent to a namespace's pid 1, so the program must not be pid 1) and exits with its status.
+# An asynchronous command's stdin would be /dev/null, so the program gets the real one through fd 3.
+_INIT = 'exec 3<&0; "$@" <&3 3<&- & wait $!'
+
+
+def _script(request: ExecutionRequest) -> str:
+    return "/run/keel/main.py" if request.language == "python" else "/run/keel/main.sh"
+
+
+def _kill_sandbox(info_fd: int, proc: subprocess.Popen[bytes]) -> None:
+    """Kill the namespace's pid 1 (the kernel then kills the rest), then bubblewrap itself.
+
+    Killing bubblewrap alone would orphan the namespace's pid 1 before it is reaped.
+    """
+    try:
+        child = int(json.loads(os.pread(info_fd, 4096, 0) or b"{}").get("child-pid", 0))
+    except (OSError, ValueError):
+        child = 0
+    if child > 0:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=2.0)  # bubblewrap reaps its child and exits by itself
+            return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class BubblewrapBackend:
+    """Run code in a bubblewrap sandbox (the default backend).
+
+    Args:
+        workspace_dir: where per-execution workspaces are created (default: the system temporary
+            directory); the sandbox uid must be able to reach it.
+        python: the interpreter for ``python`` requests, under ``/usr``; default ``/usr/bin/python3``.
+        uid: the unprivileged uid (and gid) to run as when keel runs as root; default
+            ``KEEL_SANDBOX_UID`` or 61111. Root (0) is refused.
+        use_cgroup: add a per-execution pids cgroup when the host allows it; default True.
+        bwrap: path of the bubblewrap executable; default ``bwrap`` found in ``/usr/bin:/bin``.
+
+    Raises:
+        ConfigError: the uid is 0 or the interpreter lies outside ``/usr``.
+    """
+
+    name = "bubblewrap"
+
+    def __init__(
+        self,
+        *,
+        workspace_dir: str | None = None,
+        python: str = "/usr/bin/python3",
+        uid: int | None = None,
+        use_cgroup: bool = True,
+        bwrap: str | None = None,
+    ) -> None:
+        if not python.startswith("/usr/"):
+            raise ConfigError(
+                f"BubblewrapBackend: python {python!r} is not under /usr, the only host directory the sandbox "
+                "sees; pass a system interpreter such as '/usr/bin/python3'"
+            )
+        self.identity = sandbox_identity(uid)
+        self.workspace_dir = workspace_dir
+        self.python = python
+        self.shell = "/usr/bin/bash" if os.path.exists("/usr/bin/bash") else "/bin/sh"
+        self.use_cgroup = use_cgroup
+        self.bwrap = shutil.which(bwrap or "bwrap", path=_SYSTEM_PATH)
+
+    def unavailable_reason(self) -> str | None:
+        """Why bubblewrap cannot run here (naming the fix), or None when it can."""
+        if os.uname().sysname != "Linux":
+            return "bubblewrap needs Linux; use the wasm backend on other systems"
+        if self.bwrap is None:
+            return f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}"
+        if shutil.which("prlimit", path=_SYSTEM_PATH) is None:
+            return "prlimit (Debian package util-linux) is not installed: apt-get install util-linux"
+        try:
+            seccomp_filter()
+        except ConfigError as exc:
+            return str(exc)
+        key = (self.bwrap, None if self.identity is None else self.identity[0], self.workspace_dir)
+        if key not in _probe_cache:
+            probe = self.run(ExecutionRequest(language="shell", code="exit 0"), _probing=True)
+            _probe_cache[key] = None if probe.exit_code == 0 else (probe.error or probe.stderr.strip()[:300])
+        return _probe_cache[key]
+
+    def _argv(self, request: ExecutionRequest, workspace: str, fds: dict[str, int]) -> list[str]:
+        assert self.bwrap is not None
+        limits = request.limits
+        argv = [
+            self.bwrap,
+            "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+            "--clearenv", "--cap-drop", "ALL", "--hostname", "sandbox",
+            # The namespace's pid 1 is a shell that is bubblewrap's own child (see _INIT): when it ends,
+            # the kernel kills every other process in the namespace before bubblewrap reaps it, so
+            # nothing outlives the run. (bubblewrap's own init would be orphaned, and could linger as a
+            # zombie counted against the process limit.)
+            "--as-pid-1", "--info-fd", str(fds["info"]),
+            "--ro-bind", "/usr", "/usr",
+        ]  # fmt: skip
+        for top in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
+            host = f"/{top}"
+            if os.path.islink(host):
+                argv += ["--symlink", os.readlink(host), host]
+            elif os.path.isdir(host):
+                argv += ["--ro-bind", host, host]
+        argv += [
+            "--dir", "/etc",
+            "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
+            "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+            "--ro-bind-data", str(fds["passwd"]), "/etc/passwd",
+            "--ro-bind-data", str(fds["group"]), "/etc/group",
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp",
+            "--bind", workspace, "/workspace", "--chdir", "/workspace",
+            "--dir", "/run/keel", "--ro-bind-data", str(fds["code"]), _script(request),
+            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+            "--setenv", "HOME", "/workspace", "--setenv", "TMPDIR", "/tmp", "--setenv", "USER", "sandbox",
+            "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+            "--seccomp", str(fds["seccomp"]),
+            "--remount-ro", "/",
+            "--",
+        ]  # fmt: skip
+        argv += ["/bin/sh", "-c", _INIT, "init", *prlimit_argv(limits)]
+        if request.language == "python":
+            argv += [self.python, "-I", _script(request)]
+        else:
+            argv += [self.shell, _script(request)]
+        return argv
+
+    def run(self, request: ExecutionRequest, *, _probing: bool = False) -> ExecutionResult:
+        """Run one request in a fresh bubblewrap sandbox and report what happened."""
+        if not _probing:
+            reason = self.unavailable_reason()
+            if reason is not None:
+                return ExecutionResult(backend=self.name, exit_code=None, stop_reason="unavailable", error=reason)
+        uid, gid = self.identity if self.identity is not None else (os.getuid(), os.getgid())
+        with ExitStack() as stack:
+            workspace = Workspace(self.workspace_dir, self.identity)
+            stack.callback(workspace.remove)
+            try:
+                workspace.put(request.files)
+            except (ValueError, OSError) as exc:
+                return ExecutionResult(backend=self.name, exit_code=None, stop_reason="error", error=str(exc))
+            fds = {
+                "seccomp": _memfd("keel-seccomp", seccomp_filter()),
+                "code": _memfd("keel-code", request.code.encode("utf-8", errors="surrogatepass")),
+                "passwd": _memfd("keel-passwd", f"sandbox:x:{uid}:{gid}:sandbox:/workspace:/bin/sh\n".encode()),
+                "group": _memfd("keel-group", f"sandbox:x:{gid}:\n".encode()),
+                "info": _memfd("keel-info", b""),
+            }
+            for fd in fds.values():
+                stack.callback(os.close, fd)
+            argv = self._argv(request, str(workspace.path), fds)
+            if self.use_cgroup and not _probing:
+                cgroup = _PidsCgroup(request.limits.processes, self.identity)
+                stack.callback(cgroup.close)
+                if cgroup.procs is not None:
+                    # Join the cgroup first, then become bubblewrap: every sandbox process is counted. If the
+                    # kernel refuses the move, the rlimit on processes still holds.
+                    argv = ["/bin/sh", "-c", '{ echo $$ > "$0"; } 2>/dev/null; exec "$@"', cgroup.procs, *argv]
+            outcome = run_captured(
+                argv,
+                stdin=request.stdin.encode("utf-8", errors="replace"),
+                timeout_s=request.limits.timeout_s,
+                keep_bytes=request.limits.max_output_bytes,
+                kill_bytes=request.limits.kill_output_bytes,
+                env={"PATH": _SYSTEM_PATH},
+                pass_fds=list(fds.values()),
+                user=None if self.identity is None else uid,
+                group=None if self.identity is None else gid,
+                kill=functools.partial(_kill_sandbox, fds["info"]),
+            )
+            result = result_from(self.name, request, outcome, workspace.listing())
+            failure = self._setup_failure(result)
+            if failure is not None:
+                return result.model_copy(update={"stop_reason": "error", "error": failure, "exit_code": None})
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+    def _setup_failure(self, result: ExecutionResult) -> str | None:
+        """Explain a sandbox that bubblewrap could not set up (it exits 1 with ``bwrap: ...``)."""
+        if result.exit_code != 1 or not result.stderr.startswith("bwrap: "):
+            return None
+        line = result.stderr.splitlines()[0]
+        if "source path" in line and self.identity is not None:
+            hint = (
+                f"the workspace directory must be reachable by the sandbox uid {self.identity[0]}: pass a "
+                "workspace_dir whose parents are searchable by others (mode 0711 or 0755), such as /tmp"
+            )
+        else:
+            hint = (
+                "bubblewrap needs unprivileged user namespaces (sysctl user.max_user_namespaces > 0, "
+                "kernel.unprivileged_userns_clone=1, no AppArmor restriction); or use the wasm backend"
+            )
+        return f"bubblewrap could not start the sandbox ({line}); {hint}"
