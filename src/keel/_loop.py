@@ -103,6 +103,7 @@ class RunResult:
         messages: the full conversation.
         error: what went wrong or what the run waits for, naming the fix.
         error_type: the kind (`ModelError`, `ToolFailed`, `BudgetExceeded`, `GaveUp`, `Paused`, ...).
+        report: for a failed run, what failed, at which step, and the last good state (JSON-ready).
     """
 
     run_id: str
@@ -113,6 +114,7 @@ class RunResult:
     messages: list[Message] = field(default_factory=list)
     error: str | None = None
     error_type: str | None = None
+    report: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -128,6 +130,7 @@ class RunResult:
             "messages": [m.to_dict() for m in self.messages],
             "error": self.error,
             "error_type": self.error_type,
+            "report": self.report,
         }
 
     @classmethod
@@ -145,6 +148,7 @@ class RunResult:
             [message_from_dict(m) for m in data.get("messages") or []],
             data.get("error"),
             data.get("error_type"),
+            data.get("report"),
         )
 
 
@@ -202,8 +206,31 @@ class _Run:
     def finish(
         self, status: RunStatus, output: Any = None, error: str | None = None, kind: str | None = None
     ) -> RunResult:
-        self.event("run_finished", status=status, error=error, error_type=kind, usage=self.usage.to_dict())
-        return RunResult(self.run_id, status, output, self.step, self.usage, self.messages, error, kind)
+        report = self.report(error, kind) if status == "failed" else None
+        self.event(
+            "run_finished", status=status, error=error, error_type=kind, usage=self.usage.to_dict(), report=report
+        )
+        return RunResult(self.run_id, status, output, self.step, self.usage, self.messages, error, kind, report)
+
+    def report(self, error: str | None, kind: str | None) -> dict[str, Any]:
+        """What failed, at which step, and the last good state: where a resumed run picks up."""
+        last_result = next(
+            (m for m in reversed(self.messages) if isinstance(m, ToolMessage) and not m.is_error), None
+        )
+        return {
+            "failed": kind,
+            "error": error,
+            "step": self.step,
+            "last_good": {
+                "steps_completed": max(0, self.step - 1),
+                "messages": len(self.messages),
+                "last_tool_result": None
+                if last_result is None
+                else {"tool": last_result.name, "content": last_result.content[:500]},
+                "usage": self.usage.to_dict(),
+            },
+            "resumable": True,
+        }
 
     def decided(self, decision: Decision, policy: Policy, tool: str | None) -> Decision:
         if not decision.policy:
@@ -223,14 +250,28 @@ class _Run:
                 )
             self.step += 1
             ctx = PolicyContext(
-                self.run_id, agent.name, self.step, self.messages, self.usage, self.metadata, agent.tools_by_name
+                self.run_id,
+                agent.name,
+                self.step,
+                self.messages,
+                self.usage,
+                self.metadata,
+                agent.tools_by_name,
+                agent.model,
+                self.steps,
             )
             offered = await self.before_model(ctx)
             response = await self.ask_model(offered)
             for policy in agent.policies:
                 decision = await policy.after_model(ctx, response)
-                if decision.action != "allow":
-                    self.note(await self.objection(self.decided(decision, policy, None)))
+                if decision.action == "allow":
+                    continue
+                decision = self.decided(decision, policy, None)
+                if decision.action == "modify" and decision.content is not None:
+                    message = dataclasses.replace(response.message, content=decision.content)
+                    response = dataclasses.replace(response, message=message)
+                else:
+                    self.note(await self.objection(decision))
 
             verdict = validate(response.message, agent, {s["name"] for s in offered})
             self.messages.append(response.message)
@@ -262,9 +303,12 @@ class _Run:
             if decision.action == "allow":
                 continue
             decision = self.decided(decision, policy, None)
-            if decision.action == "modify" and decision.tools is not None:
-                allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
-                offered = [s for s in offered if s["name"] in allowed]
+            if decision.action == "modify" and (decision.tools is not None or decision.content is not None):
+                if decision.tools is not None:
+                    allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
+                    offered = [s for s in offered if s["name"] in allowed]
+                if decision.content is not None:
+                    self.replace_last_user(decision.content)
             elif decision.action != "modify":
                 self.note(await self.objection(decision))
         return offered
@@ -274,8 +318,16 @@ class _Run:
         if decision.action == "pause":
             return await self.ask_person(f"{decision.policy}: {decision.reason}")
         if decision.action in ("deny", "stop"):
-            raise _Stop("failed", f"stopped by {decision.policy}: {decision.reason}", "PolicyStop", pending)
+            kind = str(decision.meta.get("error_type") or "PolicyStop")
+            raise _Stop("failed", f"stopped by {decision.policy}: {decision.reason}", kind, pending)
         return None
+
+    def replace_last_user(self, content: str) -> None:
+        """Replace the text of the latest user message (a policy redacted the task or a note)."""
+        for i in range(len(self.messages) - 1, -1, -1):
+            if isinstance(self.messages[i], UserMessage):
+                self.messages[i] = UserMessage(content)
+                return
 
     async def ask_person(self, reason: str, **request: Any) -> str | None:
         """Pause until a person says continue (returning their note, if any) or fail."""

@@ -110,6 +110,8 @@ class Agent:
         self.output_retries = output_retries
         self.policies: list[Policy] = list(policies)
         self.context_budget = context_budget
+        for p in self.policies:
+            p.check_agent(self)
         self.tool_specs: list[dict[str, Any]] = [t.spec() for t in self.tools] + [GIVE_UP_SPEC]
         if output_type is not None:
             self.tool_specs.append(final_result_spec(output_type))
@@ -118,6 +120,8 @@ class Agent:
         """A copy of this agent on another model."""
         clone = copy.copy(self)
         clone.model = resolve_model(model)
+        for p in clone.policies:
+            p.check_agent(clone)
         return clone
 
     @property

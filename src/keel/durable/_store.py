@@ -162,7 +162,13 @@ CANCEL_REFRESH_SECONDS = 1.0
 CANCEL_HORIZON_SECONDS = 7 * 24 * 3600.0
 """Runs cancelled longer ago than this are not looked for (their segments have long stopped)."""
 
-MIGRATIONS: list[list[sa.Table]] = [[runs, steps, approvals, workers]]
+def _counters() -> sa.Table:
+    from ..policies._ledger import counters
+
+    return counters
+
+
+MIGRATIONS: list[list[sa.Table]] = [[runs, steps, approvals, workers], [_counters()]]
 """Migration N creates (or alters) these tables; append, never edit, to change the schema."""
 
 
