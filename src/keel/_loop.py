@@ -214,9 +214,7 @@ class _Run:
 
     def report(self, error: str | None, kind: str | None) -> dict[str, Any]:
         """What failed, at which step, and the last good state: where a resumed run picks up."""
-        last_result = next(
-            (m for m in reversed(self.messages) if isinstance(m, ToolMessage) and not m.is_error), None
-        )
+        last_result = next((m for m in reversed(self.messages) if isinstance(m, ToolMessage) and not m.is_error), None)
         return {
             "failed": kind,
             "error": error,
@@ -438,6 +436,7 @@ class _Run:
             content=result.content,
             is_error=result.is_error,
             duration_ms=raw["duration_ms"],
+            **({"fallback": raw["fallback"]} if "fallback" in raw else {}),
         )
         return result
 

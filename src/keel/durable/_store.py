@@ -162,6 +162,7 @@ CANCEL_REFRESH_SECONDS = 1.0
 CANCEL_HORIZON_SECONDS = 7 * 24 * 3600.0
 """Runs cancelled longer ago than this are not looked for (their segments have long stopped)."""
 
+
 def _counters() -> sa.Table:
     from ..policies._ledger import counters
 

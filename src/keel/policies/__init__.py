@@ -159,7 +159,6 @@ class Policy:
         """
         return ALLOW
 
-
     async def before_tool(self, ctx: PolicyContext, call: ToolCall, tool: Tool) -> Decision:
         """Decide before a tool call runs (arguments already validated)."""
         return ALLOW

@@ -6,5 +6,6 @@ Example:
 """
 
 from ._clock import FakeClock
+from .faults import FAULTS, FaultyModel, FaultyTransport, Injected
 
-__all__ = ["FakeClock"]
+__all__ = ["FAULTS", "FakeClock", "FaultyModel", "FaultyTransport", "Injected"]
