@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-__all__ = ["Ledger", "counters"]
+from ..exceptions import ConfigError
+
+__all__ = ["Ledger", "RedisLedger", "counters"]
 
 _meta = sa.MetaData()
 
@@ -105,3 +107,70 @@ class Ledger:
         query = sa.select(counters.c.used).where(counters.c.scope == scope, counters.c.window == window)
         with self.engine.connect() as conn:
             return float(conn.execute(query).scalar() or 0.0)
+
+
+_TAKE_LUA = """
+local amount = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[#ARGV])
+for i, key in ipairs(KEYS) do
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used + amount > tonumber(ARGV[i + 1]) then return i end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBYFLOAT', key, amount)
+  redis.call('EXPIRE', key, ttl)
+end
+return 0
+"""
+
+
+class RedisLedger:
+    """The same counters in Redis: one Lua script takes every scope atomically.
+
+    Args:
+        url: a Redis URL, e.g. ``redis://127.0.0.1:6379/0``.
+        ttl: seconds a counter lives after its last change; default one day.
+    """
+
+    _open: dict[str, RedisLedger] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, url: str, ttl: int = 86_400) -> None:
+        try:
+            import redis
+        except ImportError as exc:  # pragma: no cover - the extra is in dev
+            raise ConfigError("Redis counters need the 'redis' extra: pip install 'keel[redis]'") from exc
+        self.url, self.ttl = url, ttl
+        self.client = redis.Redis.from_url(url)
+        self._take = self.client.register_script(_TAKE_LUA)
+
+    @classmethod
+    def for_url(cls, url: str) -> RedisLedger:
+        """The process's client for `url`."""
+        with cls._lock:
+            ledger = cls._open.get(url)
+            if ledger is None:
+                ledger = cls._open[url] = cls(url)
+            return ledger
+
+    @staticmethod
+    def _key(scope: str, window: str) -> str:
+        return f"keel:{scope}:{window}"
+
+    def take(self, window: str, amount: float, caps: Sequence[tuple[str, float]]) -> str | None:
+        """As `Ledger.take`."""
+        keys = [self._key(scope, window) for scope, _ in caps]
+        over = int(self._take(keys=keys, args=[amount, *(cap for _, cap in caps), self.ttl]))
+        return None if over == 0 else caps[over - 1][0]
+
+    def adjust(self, window: str, amount: float, scopes: Sequence[str]) -> None:
+        """As `Ledger.adjust`."""
+        with self.client.pipeline() as pipe:
+            for scope in scopes:
+                pipe.incrbyfloat(self._key(scope, window), amount)
+            pipe.execute()
+
+    def used(self, scope: str, window: str) -> float:
+        """As `Ledger.used`."""
+        value = self.client.get(self._key(scope, window))
+        return float(value) if value is not None else 0.0
