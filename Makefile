@@ -38,7 +38,7 @@ services:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --bind 127.0.0.1 --port 6379 --daemonize yes
 
 # Debian packages the tests need (the machine runs as root; CI starts from the same image).
-APT_PACKAGES :=
+APT_PACKAGES := redis-server
 
 sysdeps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
