@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..models._base import Model
     from ._ledger import Ledger
 
-__all__ = ["DEFAULT_PRICES", "Budget", "PriceTable"]
+__all__ = ["Budget", "DEFAULT_PRICES", "PriceTable"]
 
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o": (2.50, 10.00),

@@ -23,7 +23,7 @@ from ..tools import Tool
 from . import ALLOW, Decision, Policy, PolicyContext
 from ._detect import PII_KINDS, Finding, describe, find_injection, find_pii, find_secrets, redact
 
-__all__ = ["UNTRUSTED", "ContentFilter", "Finding", "scan_text"]
+__all__ = ["ContentFilter", "Finding", "UNTRUSTED", "scan_text"]
 
 UNTRUSTED = "[untrusted content]"
 """The start of a tool result flagged as a possible prompt injection."""
