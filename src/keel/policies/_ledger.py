@@ -77,18 +77,21 @@ class Ledger:
                 ledger = cls._open[url] = cls(url)
             return ledger
 
-    def take(self, window: str, amount: float, caps: Sequence[tuple[str, float]]) -> str | None:
-        """Add `amount` to every scope's counter in `window` if none goes over its cap.
+    def take(
+        self, window: str, amount: float, caps: Sequence[tuple[str, float]], amounts: Sequence[float] | None = None
+    ) -> str | None:
+        """Add `amount` (or each scope's entry of `amounts`) to each scope's counter unless one goes over.
 
         Returns:
             None when taken; else the first scope that would go over (nothing is taken then).
         """
         now = time.time()
+        each = list(amounts) if amounts is not None else [amount] * len(caps)
         with self.engine.begin() as conn:
-            for scope, cap in caps:
+            for (scope, cap), value in zip(caps, each, strict=True):
                 conn.execute(self._ensure, {"scope": scope, "window": window, "used": 0.0, "updated_at": now})
                 done = conn.execute(
-                    _TAKE, {"p_scope": scope, "p_window": window, "p_amount": amount, "p_cap": cap, "p_now": now}
+                    _TAKE, {"p_scope": scope, "p_window": window, "p_amount": value, "p_cap": cap, "p_now": now}
                 )
                 if done.rowcount != 1:
                     conn.rollback()
@@ -110,14 +113,15 @@ class Ledger:
 
 
 _TAKE_LUA = """
-local amount = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[#ARGV])
+-- ARGV: n amounts, then n caps, then the ttl
+local n = #KEYS
+local ttl = tonumber(ARGV[2 * n + 1])
 for i, key in ipairs(KEYS) do
   local used = tonumber(redis.call('GET', key) or '0')
-  if used + amount > tonumber(ARGV[i + 1]) then return i end
+  if used + tonumber(ARGV[i]) > tonumber(ARGV[n + i]) then return i end
 end
 for i, key in ipairs(KEYS) do
-  redis.call('INCRBYFLOAT', key, amount)
+  redis.call('INCRBYFLOAT', key, ARGV[i])
   redis.call('EXPIRE', key, ttl)
 end
 return 0
@@ -157,10 +161,13 @@ class RedisLedger:
     def _key(scope: str, window: str) -> str:
         return f"keel:{scope}:{window}"
 
-    def take(self, window: str, amount: float, caps: Sequence[tuple[str, float]]) -> str | None:
+    def take(
+        self, window: str, amount: float, caps: Sequence[tuple[str, float]], amounts: Sequence[float] | None = None
+    ) -> str | None:
         """As `Ledger.take`."""
         keys = [self._key(scope, window) for scope, _ in caps]
-        over = int(self._take(keys=keys, args=[amount, *(cap for _, cap in caps), self.ttl]))
+        each = list(amounts) if amounts is not None else [amount] * len(caps)
+        over = int(self._take(keys=keys, args=[*each, *(cap for _, cap in caps), self.ttl]))
         return None if over == 0 else caps[over - 1][0]
 
     def adjust(self, window: str, amount: float, scopes: Sequence[str]) -> None:

@@ -22,11 +22,11 @@ from . import ALLOW, Decision, Policy, PolicyContext
 
 if TYPE_CHECKING:
     from ..agent import Agent
-    from ..messages import ModelResponse, Usage
+    from ..messages import Message, ModelResponse, Usage
     from ..models._base import Model
     from ._ledger import Ledger
 
-__all__ = ["Budget", "DEFAULT_PRICES", "PriceTable"]
+__all__ = ["Budget", "DEFAULT_PRICES", "PriceTable", "PromptCounter"]
 
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o": (2.50, 10.00),
@@ -47,6 +47,35 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 
 FREE_MODELS = frozenset({"local", "local-large"})
 MAX_RUNS = 4096
+
+
+class PromptCounter:
+    """Upper bounds on prompt tokens, counted incrementally: each message once per run.
+
+    The sum of the counts of single messages, plus the tool specs counted alone, is at least the count
+    of the whole prompt (each part carries the per-request overhead again). Call it inside a durable
+    step: counting may ask the model's server.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[str, tuple[list[Message], list[int], int]] = {}
+
+    async def count(self, run_id: str, model: Model, messages: Sequence[Message], specs: list[dict[str, Any]]) -> int:
+        """Prompt tokens of `messages` with `specs`, at most overcounted."""
+        seen, counts, tools = self._runs.get(run_id) or ([], [], -1)
+        known = len(seen)
+        stale = known > len(messages) or (known > 0 and seen[-1] is not messages[known - 1])
+        if stale or (known > 1 and seen[1] is not messages[1]):  # a policy may redact the task in place
+            seen, counts, known = [], [], 0
+        if tools < 0:
+            tools = await model.count_tokens([], specs)
+        for message in messages[known:]:
+            seen.append(message)
+            counts.append(await model.count_tokens([message], []))
+        self._runs[run_id] = (seen, counts, tools)
+        while len(self._runs) > MAX_RUNS:
+            self._runs.pop(next(iter(self._runs)))
+        return sum(counts) + tools
 
 
 def model_candidates(model: Model) -> list[Model]:
@@ -202,6 +231,7 @@ class Budget(Policy):
         self._reserve = self._usd or self.max_tokens is not None or self.max_seconds is not None
         self._ledger: Ledger | None = None
         self._runs: dict[str, _Spend] = {}
+        self._counter = PromptCounter()
 
     def check_agent(self, agent: Agent) -> None:
         """Every model the agent may call must have a price when a dollar cap is set.
@@ -258,7 +288,7 @@ class Budget(Policy):
 
         async def reserve() -> dict[str, Any]:
             members = model_candidates(model)
-            prompt = max([await m.count_tokens(ctx.messages, specs) for m in members])
+            prompt = await self._counter.count(ctx.run_id, model, ctx.messages, specs)
             most_out = max(m.profile.max_output_tokens for m in members)
             inp, out = self.prices.price(model) if self._usd else (0.0, 0.0)
             hold = (prompt * inp + most_out * out) / 1_000_000

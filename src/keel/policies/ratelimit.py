@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigError, RateLimited
 from . import ALLOW, Decision, Policy, PolicyContext
-from .budget import model_candidates
+from .budget import PromptCounter, model_candidates
 
 if TYPE_CHECKING:
     from ..messages import ModelResponse, ToolCall
@@ -107,6 +107,7 @@ class RateLimit(Policy):
         self.clock = clock or SYSTEM_CLOCK
         self._counters: Ledger | RedisLedger | None = None
         self._runs: dict[str, _Held] = {}
+        self._counter = PromptCounter()
 
     def counters(self) -> Ledger | RedisLedger:
         """The shared counters (database or Redis)."""
@@ -140,11 +141,7 @@ class RateLimit(Policy):
         while True:
             now = self.clock.time()
             window = f"m{int(now // WINDOW)}"
-            over = counters.take(window, 1, requests) if requests else None
-            if over is None and tokens:
-                over = counters.take(window, amount, tokens)
-                if over is not None and requests:
-                    counters.adjust(window, -1, [s for s, _ in requests])
+            over = counters.take(window, 1, requests + tokens, [1.0] * len(requests) + [float(amount)] * len(tokens))
             if over is None:
                 return {"window": window, "waited": waited}
             wait = WINDOW - (now % WINDOW)
@@ -189,9 +186,8 @@ class RateLimit(Policy):
         async def acquire() -> dict[str, Any]:
             amount = 0
             if tokens:
-                members = model_candidates(model)
-                prompt = max([await m.count_tokens(ctx.messages, specs) for m in members])
-                amount = prompt + max(m.profile.max_output_tokens for m in members)
+                prompt = await self._counter.count(ctx.run_id, model, ctx.messages, specs)
+                amount = prompt + max(m.profile.max_output_tokens for m in model_candidates(model))
             return {**await self._acquire(requests, tokens, amount), "tokens": amount}
 
         try:
