@@ -10,6 +10,7 @@ a resumed run decides exactly as before.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -319,7 +320,7 @@ class Budget(Policy):
                     caps.append((f"usd:agent:{ctx.agent}", self.agent_daily_usd))
                 if self.tenant_daily_usd is not None:
                     caps.append((f"usd:tenant:{tenant}", self.tenant_daily_usd))
-                over = self.ledger().take(window, hold, caps)
+                over = await asyncio.to_thread(self.ledger().take, window, hold, caps)  # off the event loop
                 if over is not None:
                     which = "agent_daily_usd" if over.startswith("usd:agent:") else "tenant_daily_usd"
                     raise BudgetExceeded(
@@ -352,7 +353,7 @@ class Budget(Policy):
             window, scopes, delta = spend.window, list(spend.scopes), cost - hold
 
             async def settle() -> dict[str, Any]:
-                self.ledger().adjust(window, delta, scopes)
+                await asyncio.to_thread(self.ledger().adjust, window, delta, scopes)
                 return {"settled": delta}
 
             await ctx.effect("Budget.settle", settle)

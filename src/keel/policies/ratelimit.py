@@ -10,6 +10,7 @@ Reading the clock, waiting and taking are a durable step, so a resumed run repla
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -141,7 +142,8 @@ class RateLimit(Policy):
         while True:
             now = self.clock.time()
             window = f"m{int(now // WINDOW)}"
-            over = counters.take(window, 1, requests + tokens, [1.0] * len(requests) + [float(amount)] * len(tokens))
+            amounts = [1.0] * len(requests) + [float(amount)] * len(tokens)
+            over = await asyncio.to_thread(counters.take, window, 1, requests + tokens, amounts)  # off the loop
             if over is None:
                 return {"window": window, "waited": waited}
             wait = WINDOW - (now % WINDOW)
@@ -206,7 +208,7 @@ class RateLimit(Policy):
         held.scopes = []
 
         async def settle() -> dict[str, Any]:
-            self.counters().adjust(window, delta, scopes)
+            await asyncio.to_thread(self.counters().adjust, window, delta, scopes)
             return {"settled": delta}
 
         await ctx.effect("RateLimit.settle", settle)

@@ -106,7 +106,8 @@ class FaultyModel:
             raise ModelAPIError(f"{where}: the connection dropped", retryable=True)
         good = await self.model.request(messages, tools, max_tokens=max_tokens)
         if fault == "malformed":
-            bad = ToolCall("add", {RAW_ARGUMENTS: '{"a": 1, "b":'}, "call_bad")
+            name = str(tools[0]["name"]) if tools else "unknown_tool"
+            bad = ToolCall(name, {RAW_ARGUMENTS: '{"a": 1, "b":'}, "call_bad")
             calls = [
                 replace(c, arguments={RAW_ARGUMENTS: json.dumps(c.arguments)[:-3]}) for c in good.message.tool_calls
             ]
