@@ -237,3 +237,15 @@ def test_bad_retry_settings_are_config_errors() -> None:
         RetryPolicy(initial=-1)
     with pytest.raises(ConfigError, match="fault rate must be between 0 and 1"):
         FaultyModel(ScriptedModel([]), rate=2)
+
+
+async def test_a_garbled_answer_body_is_retried_then_falls_back() -> None:
+    import json
+
+    clock = FakeClock()
+    garbled = Failing([json.JSONDecodeError("Unterminated string", '{"id": "x', 7)] * 10, name="garbled")
+    resilient = Resilient(
+        garbled, [ScriptedModel(["ok"], name="backup")], retry=RetryPolicy(attempts=3), clock=clock, breakers=False
+    )
+    response = await resilient.request([UserMessage("x")], [])
+    assert (response.model, garbled.calls, len(clock.sleeps)) == ("backup", 3, 2)

@@ -306,7 +306,8 @@ class Resilient:
                 log.attempts.append(Attempt(model.name, str(exc), is_transient(exc)))
                 if breaker is not None and (is_transient(exc) or isinstance(exc, _RetryAfterTooLong)):
                     breaker.failure()
-                if not isinstance(exc, ModelError | httpx.HTTPError | TimeoutError | ConnectionError):
+                fallible = isinstance(exc, ModelError | httpx.HTTPError | TimeoutError | ConnectionError)
+                if not (fallible or is_transient(exc)):
                     raise  # a bug or a configuration error: no fallback will fix it
                 last = exc
                 continue
