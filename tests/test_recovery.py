@@ -249,3 +249,35 @@ async def test_a_garbled_answer_body_is_retried_then_falls_back() -> None:
     )
     response = await resilient.request([UserMessage("x")], [])
     assert (response.model, garbled.calls, len(clock.sleeps)) == ("backup", 3, 2)
+
+
+async def test_retries_happen_inside_one_journaled_model_step(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    rt, clock = Runtime(url), FakeClock()
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    faulty = FaultyModel(ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"]), rate=0.6, seed=4)
+    agent = Agent("calc", Resilient(faulty, retry=RetryPolicy(attempts=20), breakers=False, clock=clock), tools=[add])
+    result = await agent.run("add", runtime=rt)
+    assert (result.status, result.output) == ("done", "3") and len(faulty.injected.faults) >= 2
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT name FROM keel_steps WHERE run_id = :r ORDER BY seq"), {"r": result.run_id}
+            )
+        ]
+    engine.dispose()
+    assert names == ["model", "tool:add", "model"]  # the retries are inside the step, journaled once
+    again = FaultyModel(ScriptedModel([]), rate=0.0)
+    replayed = await Agent("calc", Resilient(again, breakers=False), tools=[add]).run(
+        "add", runtime=rt, run_id=result.run_id
+    )
+    assert (replayed.output, again.injected.passed) == ("3", 0)  # a finished run asks the model nothing
