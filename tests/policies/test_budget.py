@@ -36,6 +36,8 @@ def test_bad_caps_and_prices_are_config_errors_naming_the_fix() -> None:
         Budget(prices={"gpt-x": (1.0,)})  # type: ignore[dict-item]
     with pytest.raises(ConfigError, match=r"'mystery-1' is not in the price table; add its prices.*Budget\(prices="):
         Agent("a", "openai:mystery-1", policies=[Budget(max_usd=1.0)])
+    with pytest.raises(ConfigError, match="max_steps must be a whole number"):
+        Budget(max_steps=2.5)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="per-day caps are shared through a database"):
         Budget(agent_daily_usd=1.0, database_url="memory")
 

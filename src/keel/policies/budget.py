@@ -166,11 +166,13 @@ class _Spend:
     specs: list[dict[str, Any]] | None = None
 
 
-def _cap(name: str, value: float | None) -> float | None:
+def _cap(name: str, value: float | None, *, whole: bool = False) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         raise ConfigError(f"Budget: {name} must be a number 0 or more (or None for no cap), got {value!r}")
+    if whole and not isinstance(value, int):
+        raise ConfigError(f"Budget: {name} must be a whole number, got {value!r}")
     return float(value)
 
 
@@ -212,8 +214,8 @@ class Budget(Policy):
         self.max_usd = _cap("max_usd", max_usd)
         self.agent_daily_usd = _cap("agent_daily_usd", agent_daily_usd)
         self.tenant_daily_usd = _cap("tenant_daily_usd", tenant_daily_usd)
-        self.max_tokens = _cap("max_tokens", max_tokens)
-        self.max_steps = _cap("max_steps", max_steps)
+        self.max_tokens = _cap("max_tokens", max_tokens, whole=True)
+        self.max_steps = _cap("max_steps", max_steps, whole=True)
         self.max_seconds = _cap("max_seconds", max_seconds)
         if prices is not None and not isinstance(prices, PriceTable | Mapping):
             raise ConfigError(f"Budget: prices must be a PriceTable or a mapping of model to prices, got {prices!r}")
