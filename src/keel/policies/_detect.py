@@ -121,7 +121,8 @@ SECRET_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("password in a URL", re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:[^\s@/]{3,}@[^\s/]+")),
 ]
 ASSIGNED_SECRET = re.compile(
-    r"(?i)\b(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|token|password|passwd|pwd)"
+    r"(?i)\b(?:[a-z0-9]+[_-])*(?:api[_-]?key|secret(?:[_-]?(?:access[_-]?)?key)?|access[_-]?token|auth[_-]?token|"
+    r"token|password|passwd|pwd)"
     r"\b['\"]?\s*[:=]\s*['\"]?([^\s'\"]{12,})"
 )
 
@@ -150,6 +151,22 @@ INJECTION_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
             r"all|any|your|the|system)\b[^.\n]{0,20}\b(?:instructions?|prompts?|rules|directions|guidelines|context)",
         ),
         ("new instructions", r"\b(?:new|updated|real|actual|revised)\s+(?:system\s+)?instructions?\s*[:\-]"),
+        (
+            "override of everything said before",
+            r"\b(?:ignore|disregard|forget)\s+(?:everything|anything|all)\b[^.\n]{0,25}"
+            r"\b(?:you were told|you have been told|said before|before this|above|so far)",
+        ),
+        ("override mode", r"\b(?:system|admin|developer|god)\s+(?:override|mode)\b|\bjailbreak"),
+        (
+            "order addressed to the assistant",
+            r"\b(?:assistant|ai|chatbot|agent|llm|model)\s*[,:]\s*(?:please\s+)?(?:now\s+)?"
+            r"(?:approve|delete|send|transfer|refund|grant|ignore|execute|run|call|reveal|forward|disable|email)\b",
+        ),
+        (
+            "secrets requested from the assistant",
+            r"\b(?:include|share|send|reveal|print|output|list|append)\b[^.\n]{0,40}\b(?:saved\s+|stored\s+)?"
+            r"(?:passwords|credentials|api keys|secrets|access tokens|private keys)\b",
+        ),
         (
             "role reassignment",
             r"\b(?:you are now (?:in (?:developer|god|admin|dan) mode|no longer|free (?:from|of)|unrestricted|"
