@@ -34,14 +34,18 @@ lint: install-dev
 typecheck: install-dev
 	$(PY) -m mypy
 
-# PostgreSQL on 127.0.0.1:5432 (database `test`) serves the durable tests; start it if it is down.
+# PostgreSQL on 127.0.0.1:5432 (database `test`) serves the durable tests, Redis on 127.0.0.1:6379 the
+# shared rate limits; start them if they are down.
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@pg_isready -h 127.0.0.1 -p 5432
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --bind 127.0.0.1 --port 6379 --daemonize yes
 
 # Debian packages the tests need (the machine runs as root; CI starts from the same image).
 # bubblewrap and python3-seccomp: the default code sandbox (keel.sandbox).
 APT_PACKAGES := bubblewrap python3-seccomp
+# redis-server: rate limits shared through Redis (keel.policies.ratelimit).
+APT_PACKAGES += redis-server
 
 sysdeps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -50,7 +54,7 @@ sysdeps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: install-dev lint typecheck services sysdeps
+test: install-dev lint typecheck sysdeps services
 	$(PY) -m pytest -q
 
 bench: install-dev

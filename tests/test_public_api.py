@@ -17,3 +17,21 @@ def test_every_public_name_is_documented() -> None:
     for name in keel.__all__:
         obj = getattr(keel, name)
         assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+def test_guardrail_and_recovery_modules_export_documented_names() -> None:
+    import importlib
+
+    for module_name in (
+        "keel.recovery",
+        "keel.testing",
+        "keel.policies.budget",
+        "keel.policies.filters",
+        "keel.policies.progress",
+        "keel.policies.ratelimit",
+    ):
+        module = importlib.import_module(module_name)
+        assert module.__all__ == sorted(module.__all__), module_name
+        for name in module.__all__:
+            obj = getattr(module, name)
+            assert (getattr(obj, "__doc__", None) or "").strip(), f"{module_name}.{name} has no docstring"

@@ -106,6 +106,7 @@ class RunResult:
         error: what went wrong or what the run waits for, naming the fix.
         error_type: the kind (`ModelError`, `ToolFailed`, `BudgetExceeded`, `GaveUp`, `Paused`, ...).
         plan: with explicit planning, the current plan and each step's status (see `keel.planning`).
+        report: for a failed run, what failed, at which step, and the last good state (JSON-ready).
     """
 
     run_id: str
@@ -117,6 +118,7 @@ class RunResult:
     error: str | None = None
     error_type: str | None = None
     plan: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -133,6 +135,7 @@ class RunResult:
             "error": self.error,
             "error_type": self.error_type,
             "plan": self.plan,
+            "report": self.report,
         }
 
     @classmethod
@@ -151,6 +154,7 @@ class RunResult:
             data.get("error"),
             data.get("error_type"),
             data.get("plan"),
+            data.get("report"),
         )
 
 
@@ -209,9 +213,45 @@ class _Run:
     def finish(
         self, status: RunStatus, output: Any = None, error: str | None = None, kind: str | None = None
     ) -> RunResult:
-        self.event("run_finished", status=status, error=error, error_type=kind, usage=self.usage.to_dict())
+        report = self.report(error, kind) if status == "failed" else None
+        self.event(
+            "run_finished", status=status, error=error, error_type=kind, usage=self.usage.to_dict(), report=report
+        )
         plan = self.planner.snapshot() if self.planner is not None else None
-        return RunResult(self.run_id, status, output, self.step, self.usage, self.messages, error, kind, plan)
+        return RunResult(self.run_id, status, output, self.step, self.usage, self.messages, error, kind, plan, report)
+
+    def report(self, error: str | None, kind: str | None) -> dict[str, Any]:
+        """What failed, at which step, and the last good state: where a resumed run picks up."""
+        last_result = next((m for m in reversed(self.messages) if isinstance(m, ToolMessage) and not m.is_error), None)
+        return {
+            "failed": kind,
+            "error": error,
+            "step": self.step,
+            "last_good": {
+                "steps_completed": max(0, self.step - 1),
+                "messages": len(self.messages),
+                "last_tool_result": None
+                if last_result is None
+                else {"tool": last_result.name, "content": last_result.content[:500]},
+                "usage": self.usage.to_dict(),
+            },
+            "resumable": True,
+        }
+
+    def context(self, messages: list[Message]) -> PolicyContext:
+        """What the policies see of the run now (with the step seam, for their journaled effects)."""
+        agent = self.agent
+        return PolicyContext(
+            self.run_id,
+            agent.name,
+            self.step,
+            messages,
+            self.usage,
+            self.metadata,
+            agent.tools_by_name,
+            agent.model,
+            self.steps,
+        )
 
     def decided(self, decision: Decision, policy: Policy, tool: str | None) -> Decision:
         if not decision.policy:
@@ -232,17 +272,21 @@ class _Run:
                     "BudgetExceeded",
                 )
             self.step += 1
-            ctx = PolicyContext(
-                self.run_id, agent.name, self.step, self.messages, self.usage, self.metadata, agent.tools_by_name
-            )
+            ctx = self.context(self.messages)
             offered = await self.before_model(ctx)
             if self.planner is not None:
                 offered = self.planner.offer(offered)
             response = await self.ask_model(offered)
             for policy in agent.policies:
                 decision = await policy.after_model(ctx, response)
-                if decision.action != "allow":
-                    self.note(await self.objection(self.decided(decision, policy, None)))
+                if decision.action == "allow":
+                    continue
+                decision = self.decided(decision, policy, None)
+                if decision.action == "modify" and decision.content is not None:
+                    message = dataclasses.replace(response.message, content=decision.content)
+                    response = dataclasses.replace(response, message=message)
+                else:
+                    self.note(await self.objection(decision))
 
             verdict = validate(response.message, agent, {s["name"] for s in offered})
             self.messages.append(response.message)
@@ -286,10 +330,8 @@ class _Run:
                         "BudgetExceeded",
                     )
                 self.step += 1
-                ctx = PolicyContext(
-                    self.run_id, agent.name, self.step, messages, self.usage, self.metadata, agent.tools_by_name
-                )
-                await self.before_model(ctx)  # budgets and pauses apply; the only tool offered is the plan's
+                # budgets and pauses apply; the only tool offered is the plan's
+                await self.before_model(self.context(messages))
                 response = await self.ask_model([planner.spec], messages)
                 planner.answer(response.message)
         except PlanningFailed as failed:
@@ -302,9 +344,12 @@ class _Run:
             if decision.action == "allow":
                 continue
             decision = self.decided(decision, policy, None)
-            if decision.action == "modify" and decision.tools is not None:
-                allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
-                offered = [s for s in offered if s["name"] in allowed]
+            if decision.action == "modify" and (decision.tools is not None or decision.content is not None):
+                if decision.tools is not None:
+                    allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
+                    offered = [s for s in offered if s["name"] in allowed]
+                if decision.content is not None:
+                    self.replace_last_user(decision.content)
             elif decision.action != "modify":
                 self.note(await self.objection(decision))
         return offered
@@ -314,8 +359,16 @@ class _Run:
         if decision.action == "pause":
             return await self.ask_person(f"{decision.policy}: {decision.reason}")
         if decision.action in ("deny", "stop"):
-            raise _Stop("failed", f"stopped by {decision.policy}: {decision.reason}", "PolicyStop", pending)
+            kind = str(decision.meta.get("error_type") or "PolicyStop")
+            raise _Stop("failed", f"stopped by {decision.policy}: {decision.reason}", kind, pending)
         return None
+
+    def replace_last_user(self, content: str) -> None:
+        """Replace the text of the latest user message (a policy redacted the task or a note)."""
+        for i in range(len(self.messages) - 1, -1, -1):
+            if isinstance(self.messages[i], UserMessage):
+                self.messages[i] = UserMessage(content)
+                return
 
     async def ask_person(self, reason: str, **request: Any) -> str | None:
         """Pause until a person says continue (returning their note, if any) or fail."""
@@ -428,6 +481,7 @@ class _Run:
             content=result.content,
             is_error=result.is_error,
             duration_ms=raw["duration_ms"],
+            **({"fallback": raw["fallback"]} if "fallback" in raw else {}),
         )
         return result
 

@@ -62,8 +62,22 @@ async def tool_step(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext) -> dic
     except (Escalate, NeedsApproval) as exc:
         out = {"content": f"handed to a person: {exc.reason}", "is_error": False, "escalate": exc.reason}
     except TimeoutError:
+        if tool.fallback is not None:
+            return await _fall_back(tool, kwargs, ctx, f"timed out after {tool.timeout} s")
         out = {"content": f"{tool.name} did not finish within its {tool.timeout} s timeout", "is_error": True}
     except Exception as exc:
+        if tool.fallback is not None:
+            return await _fall_back(tool, kwargs, ctx, f"{type(exc).__name__}: {exc}")
         raise ToolCrashed(f"{type(exc).__name__}: {exc}") from exc
     out["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    return out
+
+
+async def _fall_back(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext, why: str) -> dict[str, Any]:
+    """Run the tool's fallback with the same arguments; the record says which tool answered and why."""
+    assert tool.fallback is not None
+    if tool.context_param is not None:
+        kwargs = {k: v for k, v in kwargs.items() if k != tool.context_param}
+    out = await tool_step(tool.fallback, kwargs, ctx)
+    out["fallback"] = {"tool": tool.fallback.name, "because": f"{tool.name} failed: {why}"}
     return out

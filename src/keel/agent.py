@@ -126,6 +126,8 @@ class Agent:
         self.context_budget = context_budget
         self.planning = planning
         self.max_replans = max_replans
+        for p in self.policies:
+            p.check_agent(self)
         self.tool_specs: list[dict[str, Any]] = [t.spec() for t in self.tools] + [GIVE_UP_SPEC]
         if output_type is not None:
             self.tool_specs.append(final_result_spec(output_type))
@@ -134,6 +136,8 @@ class Agent:
         """A copy of this agent on another model."""
         clone = copy.copy(self)
         clone.model = resolve_model(model)
+        for p in clone.policies:
+            p.check_agent(clone)
         return clone
 
     @property

@@ -7,6 +7,7 @@ The tree::
     ├── UsageError               an API was called wrongly (bad argument, unknown run id, wrong state)
     └── RunError                 something went wrong while a run executed; the run's state is kept
         ├── BudgetExceeded       a cost, token, step or time limit stopped the run
+        ├── RateLimited          a rate limit was reached and waiting was not allowed (or too long)
         ├── ModelError           the model could not be reached or kept answering malformed output
         ├── ToolFailed           a tool raised an unexpected exception
         └── ApprovalRejected     a person rejected a tool call that needed approval
@@ -30,6 +31,7 @@ __all__ = [
     "KeelError",
     "ModelError",
     "NeedsApproval",
+    "RateLimited",
     "Retry",
     "RunError",
     "Signal",
@@ -65,6 +67,10 @@ class RunError(KeelError):
 
 class BudgetExceeded(RunError):
     """A cost, token, step or wall-clock limit stopped the run."""
+
+
+class RateLimited(RunError):
+    """A requests- or tokens-per-minute limit was reached and the run could not wait for it."""
 
 
 class ModelError(RunError):

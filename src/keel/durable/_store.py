@@ -180,8 +180,14 @@ def _add_run_app_version(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE keel_runs ADD COLUMN app_version VARCHAR(64)"))
 
 
+def _counters() -> sa.Table:
+    from ..policies._ledger import counters
+
+    return counters
+
+
 Migration = list[sa.Table] | Callable[[sa.Connection], None]
-MIGRATIONS: list[Migration] = [[runs, steps, approvals, workers], _add_run_app_version]
+MIGRATIONS: list[Migration] = [[runs, steps, approvals, workers], _add_run_app_version, [_counters()]]
 """Migration N creates these tables, or alters the schema; append, never edit, to change the schema.
 
 The tables above are the current schema, so a new database gets each column from migration 1 and the

@@ -7,12 +7,15 @@ a tool never starts before every policy has decided about it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from .._loop import StepRunner
+    from ..agent import Agent
     from ..messages import Message, ModelResponse, ToolCall, ToolMessage, Usage
+    from ..models._base import Model
     from ..tools import Tool
 
 __all__ = ["Decision", "Policy", "PolicyContext"]
@@ -72,9 +75,9 @@ class Decision:
         return cls("pause", reason, meta=meta or {})
 
     @classmethod
-    def stop(cls, reason: str) -> Decision:
-        """End the run now, keeping its state."""
-        return cls("stop", reason)
+    def stop(cls, reason: str, *, kind: str = "PolicyStop") -> Decision:
+        """End the run now, keeping its state; `kind` becomes the run's `error_type` (`BudgetExceeded`, ...)."""
+        return cls("stop", reason, meta={"error_type": kind} if kind != "PolicyStop" else {})
 
 
 ALLOW = Decision()
@@ -92,6 +95,8 @@ class PolicyContext:
         usage: tokens and cost so far.
         metadata: free-form values the caller attached to the run (tenant, user).
         tools: the agent's tools by name.
+        model: the agent's model (a policy may price or count tokens with it, inside `effect`).
+        steps: the run's step seam, used by `effect`; None outside a run.
     """
 
     run_id: str
@@ -101,6 +106,23 @@ class PolicyContext:
     usage: Usage
     metadata: dict[str, Any] = field(default_factory=dict)
     tools: Mapping[str, Tool] = field(default_factory=dict)
+    model: Model | None = None
+    steps: StepRunner | None = field(default=None, repr=False)
+
+    async def effect(self, name: str, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """Run `fn` (reading a clock, a shared counter, a database) as a durable step of the run.
+
+        The step runs once; a resumed run gets its journaled result, so the policy decides as before.
+        If `fn` raises, nothing is journaled and the exception propagates: a resumed run tries again.
+        Only raise when the run then ends (a stop); return a value for anything the run survives.
+
+        Args:
+            name: the step's name in the journal (``policy:`` is prefixed); keep it stable across versions.
+            fn: the effect; returns a JSON-ready dict.
+        """
+        if self.steps is None:
+            return await fn()
+        return await self.steps(f"policy:{name}", fn)
 
 
 class Policy:
@@ -115,12 +137,26 @@ class Policy:
         """The policy's name in events and errors."""
         return type(self).__name__
 
+    def check_agent(self, agent: Agent) -> None:
+        """Check this policy against the agent it is given to (its model, its tools).
+
+        Raises:
+            ConfigError: the policy cannot work with this agent; the message names the fix.
+        """
+
     async def before_model(self, ctx: PolicyContext) -> Decision:
-        """Decide before each model request."""
+        """Decide before each model request.
+
+        A ``modify`` decision may carry `tools` (offer only these) and `content` (the new text of the
+        latest user message, the task say, for example redacted).
+        """
         return ALLOW
 
     async def after_model(self, ctx: PolicyContext, response: ModelResponse) -> Decision:
-        """Decide on each model response before any of its tool calls is considered."""
+        """Decide on each model response before any of its tool calls is considered.
+
+        A ``modify`` decision with `content` replaces the text of the response (a final answer, redacted).
+        """
         return ALLOW
 
     async def before_tool(self, ctx: PolicyContext, call: ToolCall, tool: Tool) -> Decision:
