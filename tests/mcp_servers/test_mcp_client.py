@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp_helpers import SERVER, HttpServer, ServerFiles, kill, stdio_command, wait_for
 
-from conftest import SERVER, HttpServer, ServerFiles, kill, stdio_command, wait_for
 from keel import Agent, ConfigError, Runtime, ToolCall, tool
 from keel.mcp import MCPTool, MCPTools, ToolOptions
 from keel.messages import Message, ToolMessage
@@ -272,7 +272,7 @@ def test_a_server_that_is_not_there_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot connect to MCP server .*No such file"):
         Agent("x", ScriptedModel(["-"]), tools=[MCPTools([str(tmp_path / "no-such-server")])])
     with pytest.raises(ConfigError, match=r"cannot connect to MCP server http://127\.0\.0\.1:\d+/mcp"):
-        from conftest import free_port
+        from mcp_helpers import free_port
 
         Agent("x", ScriptedModel(["-"]), tools=[MCPTools(f"http://127.0.0.1:{free_port()}/mcp")])
 
