@@ -18,6 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
     raise ConfigError("keel.mcp needs the MCP SDK: install it with pip install 'keel[mcp]'") from exc
 
+from ._serve import build_server, serve
 from ._tools import MCPTool, MCPTools, ToolOptions
 
-__all__ = ["MCPTool", "MCPTools", "ToolOptions"]
+__all__ = ["MCPTool", "MCPTools", "ToolOptions", "build_server", "serve"]
