@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mcp_types as types
 from mcp.server.lowlevel import Server
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
 from pydantic import BaseModel
@@ -75,6 +75,20 @@ async def charge(account: str, amount: int) -> str:
         f.write(f"{account} {amount}\n")
     await _hang_once()
     return f"charged {account} {amount}"
+
+
+class Confirm(BaseModel):
+    confirm: bool
+    seat: str = "any"
+
+
+@server.tool(annotations=types.ToolAnnotations(read_only_hint=False, idempotent_hint=True))
+async def book(date: str, ctx: Context) -> str:
+    """Book a table; the server asks the user to confirm first (MCP elicitation)."""
+    answer = await ctx.elicit(f"Confirm the booking on {date}?", schema=Confirm)
+    if answer.action == "accept" and answer.data.confirm:
+        return f"booked {date}, seat {answer.data.seat}"
+    return f"not booked ({answer.action})"
 
 
 def malformed() -> Server:

@@ -12,7 +12,7 @@ import pytest
 from mcp_helpers import SERVER, HttpServer, ServerFiles, kill, stdio_command, wait_for
 
 from keel import Agent, ConfigError, Runtime, ToolCall, tool
-from keel.mcp import MCPTool, MCPTools, ToolOptions
+from keel.mcp import ElicitationRequest, MCPTool, MCPTools, ToolOptions
 from keel.messages import Message, ToolMessage
 from keel.models import ScriptedModel
 from keel.policies.approvals import RequireApproval
@@ -52,7 +52,7 @@ def tool_messages(messages: Sequence[Message]) -> list[ToolMessage]:
 def test_tools_are_listed_with_their_schemas_and_annotations(shared: tuple[MCPTools, ServerFiles]) -> None:
     toolset, files = shared
     tools = {t.name: t for t in toolset.tools()}
-    assert set(tools) == {"add", "server_pid", "divide", "quote", "lookup", "charge"}
+    assert set(tools) == {"add", "server_pid", "divide", "quote", "lookup", "charge", "book"}
     add = tools["add"]
     assert isinstance(add, MCPTool) and add.remote_name == "add"
     assert add.parameters["properties"]["a"]["type"] == "integer"
@@ -314,7 +314,71 @@ def test_a_name_clash_with_a_local_tool_is_a_config_error(servers: list[MCPTools
 
 
 def test_unknown_names_in_options_are_config_errors(servers: list[MCPTools], files: ServerFiles) -> None:
-    with pytest.raises(ConfigError, match=r"has no tool named 'refund'.*it lists: add, charge"):
+    with pytest.raises(ConfigError, match=r"has no tool named 'refund'.*it lists: add, book, charge"):
         stdio(servers, files, exclude=["refund"]).tools()
     with pytest.raises(ConfigError, match="give a streamable-HTTP URL"):
         MCPTools([])
+
+
+# Elicitation: a server asking for input while a tool runs.
+
+
+async def test_an_elicitation_is_answered_by_a_handler(servers: list[MCPTools], files: ServerFiles) -> None:
+    asked: list[ElicitationRequest] = []
+
+    async def answer(request: ElicitationRequest) -> dict[str, Any] | None:
+        asked.append(request)
+        return {"confirm": True, "seat": "window"}
+
+    toolset = stdio(servers, files, elicit=answer)
+    model = ScriptedModel([ToolCall("book", {"date": "2026-12-24"}), "Booked."])
+    result = await Agent("host", model, tools=[toolset]).run("book", runtime=MEMORY)
+    assert result.status == "done", result.error
+    assert tool_messages(result.messages)[0].content == "booked 2026-12-24, seat window"
+    [request] = asked
+    assert request.message == "Confirm the booking on 2026-12-24?"
+    assert request.schema is not None and set(request.schema["properties"]) == {"confirm", "seat"}
+
+
+async def test_an_elicitation_pauses_the_run_for_a_person_by_default(shared: tuple[MCPTools, ServerFiles]) -> None:
+    toolset, _ = shared
+    model = ScriptedModel([ToolCall("book", {"date": "2026-12-24"}), "Booked."])
+    result = await Agent("host", model, tools=[toolset]).run("book", runtime=MEMORY)
+    assert result.status == "needs_attention"
+    assert "asked for input while book ran: 'Confirm the booking on 2026-12-24?' (fields: confirm, seat)" in (
+        result.error or ""
+    )
+    assert "returned: 'not booked (cancel)'" in (result.error or "")
+    assert toolset.asked == []  # handed over, not left for the next call
+
+
+async def test_the_person_answer_reaches_the_model_in_a_durable_run(
+    tmp_path: Path, shared: tuple[MCPTools, ServerFiles]
+) -> None:
+    import asyncio
+
+    from keel.durable import DurableEngine
+
+    toolset, _ = shared
+    runtime = Runtime(f"sqlite:///{tmp_path / 'keel.db'}")
+    seen: list[str] = []
+
+    def script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> Any:
+        done = tool_messages(messages)
+        if not done:
+            return ToolCall("book", {"date": "2026-12-24"})
+        seen.append(done[-1].content)
+        return "I asked; the person confirmed a window seat."
+
+    agent = Agent("host", ScriptedModel(script), tools=[toolset])
+    try:
+        paused = await agent.run("book", runtime=runtime)
+        assert paused.status == "needs_attention"
+        [request] = runtime.approvals(run_id=paused.run_id)
+        assert request.kind == "pause" and "Confirm the booking" in request.reason
+        runtime.resolve(request.id, "continue", by="host", note="yes, confirmed, window seat", dispatch=False)
+        done = await runtime.resume(agent, paused.run_id)
+        assert done.status == "done", done.error
+        assert seen[-1].endswith("A person reviewed the run and says: yes, confirmed, window seat")
+    finally:
+        await asyncio.to_thread(DurableEngine.close)

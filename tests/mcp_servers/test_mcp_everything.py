@@ -15,7 +15,7 @@ from mcp_helpers import free_port, kill, wait_for
 
 from keel import Agent, Runtime, ToolCall
 from keel._tool_exec import tool_step
-from keel.mcp import MCPTool, MCPTools
+from keel.mcp import ElicitationRequest, MCPTool, MCPTools
 from keel.messages import Message, ToolMessage
 from keel.models import ScriptedModel
 from keel.tools import ToolContext
@@ -152,3 +152,23 @@ async def test_the_reference_server_over_streamable_http() -> None:
         toolset.close()
         proc.kill()
         proc.wait(10)
+
+
+async def test_the_reference_servers_elicitation_is_answered_by_a_handler() -> None:
+    asked: list[ElicitationRequest] = []
+
+    def answer(request: ElicitationRequest) -> dict[str, Any]:
+        asked.append(request)
+        return {"name": "Ada Lovelace", "check": True, "email": "ada@example.org"}
+
+    toolset = MCPTools(everything_command("stdio"), name="everything", elicit=answer)
+    try:
+        model = ScriptedModel([ToolCall("trigger-elicitation-request", {}), "done"])
+        result = await Agent("ref", model, tools=[toolset]).run("ask me", runtime=MEMORY)
+        assert result.status == "done", result.error
+        [request] = asked
+        assert request.schema is not None and {"name", "check", "email"} <= set(request.schema["properties"])
+        content = tool_messages(result.messages)[0].content
+        assert '"action": "accept"' in content and "Ada Lovelace" in content
+    finally:
+        toolset.close()

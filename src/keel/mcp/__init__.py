@@ -19,6 +19,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ConfigError("keel.mcp needs the MCP SDK: install it with pip install 'keel[mcp]'") from exc
 
 from ._serve import build_server, serve
-from ._tools import MCPTool, MCPTools, ToolOptions
+from ._tools import ElicitationRequest, ElicitHandler, MCPTool, MCPTools, ToolOptions
 
-__all__ = ["MCPTool", "MCPTools", "ToolOptions", "build_server", "serve"]
+__all__ = ["ElicitHandler", "ElicitationRequest", "MCPTool", "MCPTools", "ToolOptions", "build_server", "serve"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import jsonschema
 import mcp_types
@@ -20,12 +21,11 @@ from mcp import Client, MCPError
 from referencing import Registry
 
 from .._tool_exec import CallInterrupted
-from ..exceptions import ConfigError, ToolError
+from ..exceptions import ConfigError, Escalate, ToolError
 from ..tools import TOOL_NAME, Tool, ToolArgumentsError, ToolContext
 from ._connection import (
     CallLost,
     Connection,
-    ElicitFn,
     ServerSpec,
     Unreachable,
     describe,
@@ -34,7 +34,7 @@ from ._connection import (
     on_loop,
 )
 
-__all__ = ["MCPTool", "MCPTools", "ToolOptions"]
+__all__ = ["ElicitHandler", "ElicitationRequest", "MCPTool", "MCPTools", "ToolOptions"]
 
 CONTEXT_PARAM = "__keel_tool_context__"
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
@@ -58,6 +58,27 @@ class ToolOptions:
     requires_approval: bool | None = None
     timeout: float | None = None
     name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ElicitationRequest:
+    """A server's request for input from the user, made while one of its tools runs.
+
+    Attributes:
+        server: the MCP server's label.
+        message: what the server asks.
+        schema: the JSON Schema of the answer it wants (form mode), or None.
+        url: the page the user should open (URL mode), or None.
+    """
+
+    server: str
+    message: str
+    schema: dict[str, Any] | None = None
+    url: str | None = None
+
+
+ElicitHandler = Callable[[ElicitationRequest], "dict[str, Any] | None | Awaitable[dict[str, Any] | None]"]
+"""Answers an elicitation: the content to accept with, or None to decline."""
 
 
 class MCPTools:
@@ -93,7 +114,11 @@ class MCPTools:
         reconnect_within: seconds a call keeps trying to reach a server that went away (restarting)
             before it fails as a tool error the model sees; default 15.
         retries: times a safe call is sent again after a reconnect; default 2.
-        elicit: handles a server's request for input (see `keel.mcp.Elicitation`); default decline.
+        elicit: what to do when the server asks for input while a tool runs (MCP elicitation):
+            ``"person"`` (default) hands the question to a person: the call goes on without an answer,
+            and the run pauses (``needs_attention``) until a person continues it with a note, which
+            the model sees with the server's question; ``"decline"`` declines at once; or a function
+            (sync or async) from an `ElicitationRequest` to the answer's content (None declines).
 
     Raises:
         ConfigError: the server is misconfigured (empty command, bad URL, bad option).
@@ -118,7 +143,7 @@ class MCPTools:
         connect_timeout: float = 30.0,
         reconnect_within: float = 15.0,
         retries: int = 2,
-        elicit: ElicitFn | None = None,
+        elicit: Literal["person", "decline"] | ElicitHandler = "person",
     ) -> None:
         if isinstance(server, str) and server.startswith(("http://", "https://")):
             spec = ServerSpec(name or server, url=server, headers=dict(headers or {}) or None)
@@ -167,7 +192,13 @@ class MCPTools:
         self.requires_approval = requires_approval
         self.timeout = timeout
         self.retries = retries
-        self.connection = Connection(self.spec, elicit)
+        if not callable(elicit) and elicit not in ("person", "decline"):
+            raise ConfigError(
+                f"MCP server {spec.label}: elicit must be 'person', 'decline' or a function, got {elicit!r}"
+            )
+        self.elicit = elicit
+        self.asked: list[ElicitationRequest] = []  # questions left for a person, in order
+        self.connection = Connection(self.spec, self._on_elicit)
         self._tools: list[MCPTool] | None = None
 
     def __repr__(self) -> str:
@@ -240,6 +271,32 @@ class MCPTools:
                 )
             built[tool.name] = tool
         return list(built.values())
+
+    async def _on_elicit(
+        self, context: Any, params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
+        """Answer a server's request for input (runs on the MCP loop, while the tool call waits)."""
+        schema = getattr(params, "requested_schema", None)
+        request = ElicitationRequest(
+            self.name,
+            params.message,
+            schema.model_dump(by_alias=True, exclude_none=True) if isinstance(schema, pydantic.BaseModel) else schema,
+            getattr(params, "url", None),
+        )
+        if self.elicit == "decline":
+            return mcp_types.ElicitResult(action="decline")
+        if self.elicit == "person":
+            self.asked.append(request)  # the tool call that is waiting hands it to a person when it returns
+            return mcp_types.ElicitResult(action="cancel")
+        try:
+            answer = self.elicit(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception as exc:
+            return mcp_types.ErrorData(code=mcp_types.INTERNAL_ERROR, message=f"the elicitation handler failed: {exc}")
+        if answer is None:
+            return mcp_types.ElicitResult(action="decline")
+        return mcp_types.ElicitResult(action="accept", content=answer)
 
     def close(self) -> None:
         """Close the session (a later call opens a new one)."""
@@ -391,6 +448,7 @@ class MCPTool(Tool):
         coro = self.server.call(self.remote_name, kwargs, ctx, guarded, self.timeout)
         from ._connection import to_loop
 
+        mark = len(self.server.asked)
         try:
             result = await to_loop(coro)
         except Unreachable as exc:
@@ -404,7 +462,28 @@ class MCPTool(Tool):
             raise ToolError(f"{self.name}: the MCP server refused the call: {exc.message}") from None
         except RuntimeError as exc:  # the SDK's check of structured content against the output schema
             raise ToolError(f"{self.name}: the MCP server's result is malformed: {exc}") from None
+        asked = self.server.asked[mark:]
+        if asked:
+            del self.server.asked[mark:]
+            raise Escalate(self._question(asked, result))
         return render(self.name, result)
+
+    def _question(self, asked: list[ElicitationRequest], result: mcp_types.CallToolResult) -> str:
+        """What a person is asked when the server wanted input during this call."""
+        parts = []
+        for req in asked:
+            fields = ", ".join((req.schema or {}).get("properties", {}))
+            where = f" (fields: {fields})" if fields else (f" (open {req.url})" if req.url else "")
+            parts.append(f"{req.message!r}{where}")
+        try:
+            outcome = render(self.name, result)
+        except ToolError as exc:
+            outcome = f"error: {exc}"
+        return (
+            f"MCP server {self.server.name} asked for input while {self.name} ran: {'; '.join(parts)}. "
+            f"It went on without an answer and returned: {outcome[:500]!r}. Continue the run with the answer "
+            "as a note (the model sees it and can call the tool again), or fail it"
+        )
 
 
 def render(name: str, result: mcp_types.CallToolResult) -> str:
