@@ -6,10 +6,10 @@ import inspect
 import os
 import re
 import shlex
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import jsonschema
 import mcp_types
@@ -77,8 +77,12 @@ class ElicitationRequest:
     url: str | None = None
 
 
-ElicitHandler = Callable[[ElicitationRequest], "dict[str, Any] | None | Awaitable[dict[str, Any] | None]"]
-"""Answers an elicitation: the content to accept with, or None to decline."""
+class ElicitHandler(Protocol):
+    """Answers a server's request for input: the content to accept with, or None to decline (may be async)."""
+
+    def __call__(self, request: ElicitationRequest, /) -> dict[str, Any] | None | Awaitable[dict[str, Any] | None]:
+        """Answer `request`."""
+        ...
 
 
 class MCPTools:
