@@ -144,6 +144,7 @@ class Connection:
         self._keeper: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
         self._errlog: IO[str] | None = None
+        self._pid = os.getpid()
 
     def stderr_tail(self, chars: int = 600) -> str:
         """The end of what a stdio server wrote to stderr, for error messages."""
@@ -190,6 +191,8 @@ class Connection:
             pause = min(pause * 2, 1.0)
 
     async def _session(self) -> Client:
+        if self._pid != os.getpid():  # a forked child: the parent's session is not ours to use
+            self.client, self._stop, self._keeper, self._lock, self._pid = None, None, None, None, os.getpid()
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
