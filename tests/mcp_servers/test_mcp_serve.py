@@ -85,7 +85,14 @@ async def test_an_agent_served_over_stdio_is_called_by_the_mcp_client() -> None:
 
 
 def test_bad_options_are_refused_with_the_fix() -> None:
-    done = subprocess.run([*KEEL, "mcp", "serve", TARGET, "--transport", "pigeon"], capture_output=True, text=True)
-    assert done.returncode == 2 and "--transport must be one of stdio, http" in done.stderr
-    done = subprocess.run([*KEEL, "mcp", "serve", "nowhere.py:agent"], capture_output=True, text=True)
-    assert done.returncode == 2 and "does not exist" in done.stderr
+    from typer.testing import CliRunner
+
+    from keel.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["mcp", "serve", TARGET, "--transport", "pigeon"])
+    assert done.exit_code == 2 and "--transport must be one of stdio, http" in done.stderr
+    done = runner.invoke(app, ["mcp", "serve", TARGET, "--expose", "everything"])
+    assert done.exit_code == 2 and "--expose must be one of agent, tools, both" in done.stderr
+    done = runner.invoke(app, ["mcp", "serve", "nowhere.py:agent"])
+    assert done.exit_code == 2 and "does not exist" in done.stderr
