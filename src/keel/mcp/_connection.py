@@ -11,10 +11,12 @@ process that resumes them.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import tempfile
 import threading
+import weakref
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -72,16 +74,33 @@ class _LoopThread:
     _lock = threading.Lock()
     _loop: asyncio.AbstractEventLoop | None = None
     _pid: int | None = None
+    connections: weakref.WeakSet[Connection] = weakref.WeakSet()
 
     @classmethod
     def get(cls) -> asyncio.AbstractEventLoop:
         with cls._lock:
             if cls._loop is None or cls._pid != os.getpid():
+                if cls._pid is None:
+                    atexit.register(cls.close_all)
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="keel-mcp", daemon=True)
                 thread.start()
                 cls._loop, cls._pid = loop, os.getpid()
             return cls._loop
+
+    @classmethod
+    def close_all(cls) -> None:
+        """At exit: close the sessions still open, so stdio servers are stopped rather than orphaned."""
+        if cls._loop is None or cls._pid != os.getpid() or not cls._loop.is_running():
+            return
+        live = [c for c in list(cls.connections) if c.client is not None]
+
+        async def close(connections: list[Connection]) -> None:
+            await asyncio.wait([asyncio.ensure_future(c.close()) for c in connections], timeout=5)
+
+        if live:
+            with contextlib.suppress(Exception):
+                on_loop(close(live)).result(10)
 
 
 def on_loop(coro: Coroutine[Any, Any, T]) -> Future[T]:
@@ -145,6 +164,7 @@ class Connection:
         self._lock: asyncio.Lock | None = None
         self._errlog: IO[str] | None = None
         self._pid = os.getpid()
+        _LoopThread.connections.add(self)
 
     def stderr_tail(self, chars: int = 600) -> str:
         """The end of what a stdio server wrote to stderr, for error messages."""

@@ -32,6 +32,7 @@ from ._connection import (
     is_session_gone,
     is_transport_error,
     on_loop,
+    to_loop,
 )
 
 __all__ = ["ElicitHandler", "ElicitationRequest", "MCPTool", "MCPTools", "ToolOptions"]
@@ -303,8 +304,12 @@ class MCPTools:
         return mcp_types.ElicitResult(action="accept", content=answer)
 
     def close(self) -> None:
-        """Close the session (a later call opens a new one)."""
+        """Close the session, stopping a stdio server (a later call opens a new one)."""
         on_loop(self.connection.close()).result(timeout=30)
+
+    async def aclose(self) -> None:
+        """Close the session from async code, without blocking the event loop."""
+        await to_loop(self.connection.close())
 
     async def call(
         self, remote_name: str, arguments: dict[str, Any], ctx: ToolContext | None, guarded: bool, timeout: float | None
@@ -450,8 +455,6 @@ class MCPTool(Tool):
         ctx = kwargs.pop(CONTEXT_PARAM, None)
         guarded = self.side_effects and not self.idempotent
         coro = self.server.call(self.remote_name, kwargs, ctx, guarded, self.timeout)
-        from ._connection import to_loop
-
         mark = len(self.server.asked)
         try:
             result = await to_loop(coro)
