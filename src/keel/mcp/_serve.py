@@ -80,7 +80,7 @@ def _run_result(result: RunResult) -> mcp_types.CallToolResult:
     if result.status in ("waiting", "needs_attention"):
         text = (
             f"run {result.run_id} is {result.status.replace('_', ' ')}: {result.error}. A person decides with "
-            f"`keel approvals list` / `keel runs show {result.run_id}`; the run continues after that."
+            f"`keel approvals list`; a `keel worker` then carries the run on (`keel runs show {result.run_id}`)."
         )
         return _text(text, error=True, structured=summary)
     return _text(f"run {result.run_id} failed: {result.error}", error=True, structured=summary)
