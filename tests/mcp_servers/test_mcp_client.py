@@ -161,6 +161,23 @@ def test_an_agent_is_reused_across_runs_on_different_event_loops(servers: list[M
     assert toolset.connection.opened == 1
 
 
+async def test_concurrent_runs_share_one_session(shared: tuple[MCPTools, ServerFiles]) -> None:
+    import asyncio
+
+    toolset, _ = shared
+    toolset.tools()  # listed (and connected) before the runs start
+    opened = toolset.connection.opened
+
+    async def one(i: int) -> str:
+        model = ScriptedModel([ToolCall("add", {"a": i, "b": 100}), "ok"])
+        result = await Agent("calc", model, tools=[toolset]).run(f"add {i}", runtime=MEMORY)
+        assert result.status == "done", result.error
+        return tool_messages(result.messages)[0].content
+
+    assert await asyncio.gather(*(one(i) for i in range(8))) == [str(i + 100) for i in range(8)]
+    assert toolset.connection.opened == opened
+
+
 async def test_a_server_killed_between_calls_is_reconnected(servers: list[MCPTools], files: ServerFiles) -> None:
     killed: list[int] = []
 
