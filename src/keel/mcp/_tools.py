@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import re
@@ -123,7 +124,8 @@ class MCPTools:
             ``"person"`` (default) hands the question to a person: the call goes on without an answer,
             and the run pauses (``needs_attention``) until a person continues it with a note, which
             the model sees with the server's question; ``"decline"`` declines at once; or a function
-            (sync or async) from an `ElicitationRequest` to the answer's content (None declines).
+            (sync or async) from an `ElicitationRequest` to the answer's content (None declines); a
+            sync function runs on a worker thread, so it may block (prompt a person at a terminal).
 
     Raises:
         ConfigError: the server is misconfigured (empty command, bad URL, bad option).
@@ -294,7 +296,11 @@ class MCPTools:
             self.asked.append(request)  # the tool call that is waiting hands it to a person when it returns
             return mcp_types.ElicitResult(action="cancel")
         try:
-            answer = self.elicit(request)
+            handler = self.elicit
+            # a plain function may block (a prompt, a lookup): it runs on a thread, not on the shared MCP loop
+            answer = (
+                handler(request) if inspect.iscoroutinefunction(handler) else await asyncio.to_thread(handler, request)
+            )
             if inspect.isawaitable(answer):
                 answer = await answer
         except Exception as exc:
