@@ -152,13 +152,14 @@ async def test_policies_govern_mcp_calls_like_any_tool(shared: tuple[MCPTools, S
     assert files.charges() == before
 
 
-def test_an_agent_is_reused_across_runs_on_different_event_loops(servers: list[MCPTools], files: ServerFiles) -> None:
-    toolset = stdio(servers, files)
+def test_an_agent_is_reused_across_runs_on_different_event_loops(shared: tuple[MCPTools, ServerFiles]) -> None:
+    toolset, _ = shared
     agent = Agent("calc", ScriptedModel([ToolCall("add", {"a": 1, "b": 1}), "two"]), tools=[toolset])
+    opened = toolset.connection.opened
     for _ in range(2):  # each run_sync has its own event loop; the MCP session outlives them
         result = agent.run_sync("1+1", runtime=MEMORY)
         assert result.status == "done" and tool_messages(result.messages)[0].content == "2"
-    assert toolset.connection.opened == 1
+    assert toolset.connection.opened == opened  # no new session: the one session served both loops
 
 
 async def test_concurrent_runs_share_one_session(shared: tuple[MCPTools, ServerFiles]) -> None:
@@ -318,14 +319,16 @@ def test_a_malformed_schema_is_a_config_error_naming_the_tool(servers: list[MCPT
     assert [t.name for t in Agent("x", ScriptedModel(["-"]), tools=[fine]).tools] == ["fine"]
 
 
-def test_a_name_clash_with_a_local_tool_is_a_config_error(servers: list[MCPTools], files: ServerFiles) -> None:
+def test_a_name_clash_with_a_local_tool_is_a_config_error(
+    servers: list[MCPTools], files: ServerFiles, shared: tuple[MCPTools, ServerFiles]
+) -> None:
     @tool
     def add(a: int, b: int) -> int:
         """Add locally."""
         return a + b
 
     with pytest.raises(ConfigError, match=r"two tools are named 'add'.*prefix="):
-        Agent("x", ScriptedModel(["-"]), tools=[add, stdio(servers, files)])
+        Agent("x", ScriptedModel(["-"]), tools=[add, shared[0]])
     agent = Agent("x", ScriptedModel(["-"]), tools=[add, stdio(servers, files, prefix="remote_")])
     assert {"add", "remote_add"} <= set(agent.tools_by_name)
 
