@@ -103,11 +103,12 @@ def malformed() -> Server:
                     input_schema={"type": "object", "properties": {"n": {"type": "integer", "minimum": "zero"}}},
                 ),
                 types.Tool(name="fine", description="A fine tool.", input_schema={"type": "object"}),
+                types.Tool(name="files.read", description="A name providers refuse.", input_schema={"type": "object"}),
             ]
         )
 
     async def call_tool(ctx: object, params: types.CallToolRequestParams) -> types.CallToolResult:
-        return types.CallToolResult(content=[types.TextContent(text="fine")])
+        return types.CallToolResult(content=[types.TextContent(text=f"called {params.name}")])
 
     return Server("malformed", on_list_tools=list_tools, on_call_tool=call_tool)  # type: ignore[arg-type]
 

@@ -316,7 +316,11 @@ def test_a_malformed_schema_is_a_config_error_naming_the_tool(servers: list[MCPT
         Agent("x", ScriptedModel(["-"]), tools=[MCPTools(command)])
     fine = MCPTools(command, exclude=["broken"])
     servers.append(fine)
-    assert [t.name for t in Agent("x", ScriptedModel(["-"]), tools=[fine]).tools] == ["fine"]
+    model = ScriptedModel([ToolCall("files_read", {}), "ok"])
+    agent = Agent("x", model, tools=[fine])
+    assert [t.name for t in agent.tools] == ["fine", "files_read"]  # a name providers refuse, made safe
+    result = agent.run_sync("read", runtime=MEMORY)
+    assert tool_messages(result.messages)[0].content == "called files.read"  # the server's own name is sent
 
 
 def test_a_name_clash_with_a_local_tool_is_a_config_error(
