@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test install install-dev lint typecheck services sysdeps bench clean
+.PHONY: demo test install install-dev lint typecheck services sysdeps npm-deps bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +54,19 @@ sysdeps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: install-dev lint typecheck sysdeps services
+
+# npm packages the tests need, pinned, installed into tests/.npm (not committed): the reference MCP server.
+NPM_PACKAGES := @modelcontextprotocol/server-everything@2026.8.31
+NPM_DIR := tests/.npm
+
+$(NPM_DIR)/.installed: Makefile
+	mkdir -p $(NPM_DIR)
+	npm install --prefix $(NPM_DIR) --no-audit --no-fund --save-exact --loglevel=error $(NPM_PACKAGES)
+	touch $@
+
+npm-deps: $(NPM_DIR)/.installed
+
+test: install-dev lint typecheck sysdeps services npm-deps
 	$(PY) -m pytest -q
 
 bench: install-dev

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pydantic
 
-from ._tool_exec import ToolCrashed, model_step, tool_step
+from ._tool_exec import CallInterrupted, ToolCrashed, model_step, tool_step
 from ._validate import validate
 from .memory.short_term import ShortTermMemory
 from .messages import (
@@ -515,11 +515,10 @@ class _Run:
         try:
             return await self.steps(f"tool:{call.name}", fn, guard=tool.side_effects and not tool.idempotent)
         except StepInterrupted:
-            pass
-        reason = (
-            f"{call.name} was running when its worker stopped and may or may not have taken effect; "
-            "retry it, skip it (giving the result it had), or fail the run"
-        )
+            cause = f"{call.name} was running when its worker stopped and may or may not have taken effect"
+        except CallInterrupted as cut:  # a remote call cut off mid-flight: the same question for a person
+            cause = str(cut)
+        reason = f"{cause}; retry it, skip it (giving the result it had), or fail the run"
         while True:
             choice = await self.steps.decide(
                 "interrupted",

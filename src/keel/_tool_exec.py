@@ -13,11 +13,20 @@ from .messages import Message
 from .models._base import Model
 from .tools import Tool, ToolContext
 
-__all__ = ["ToolCrashed", "model_step", "tool_step"]
+__all__ = ["CallInterrupted", "ToolCrashed", "model_step", "tool_step"]
 
 
 class ToolCrashed(Exception):  # noqa: N818 - names what happened
     """A tool raised an unexpected exception; raised out of the step so the outcome is not journaled."""
+
+
+class CallInterrupted(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """A tool's call was cut off after it started (its server went away) and may or may not have taken effect.
+
+    Raised by tools that call remote services they can tell were cut off (MCP tools); the loop treats
+    it like a call whose worker died: it asks a person to retry, skip or fail. Only a guarded tool
+    (side effects, not idempotent) raises it: any other call is simply sent again.
+    """
 
 
 async def model_step(
@@ -61,6 +70,8 @@ async def tool_step(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext) -> dic
         out = {"content": str(exc) or type(exc).__name__, "is_error": True}
     except (Escalate, NeedsApproval) as exc:
         out = {"content": f"handed to a person: {exc.reason}", "is_error": False, "escalate": exc.reason}
+    except CallInterrupted:
+        raise
     except TimeoutError:
         if tool.fallback is not None:
             return await _fall_back(tool, kwargs, ctx, f"timed out after {tool.timeout} s")

@@ -17,7 +17,7 @@ from .messages import RunEvent
 from .models import Model, resolve_model
 from .planning import PLANNING_MODES, PLANNING_TOOLS
 from .policies import Policy
-from .tools import Tool
+from .tools import Tool, Toolset
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -35,7 +35,8 @@ class Agent:
         model: a model string (`local`, `openai:gpt-4o-mini`, ...) or a `Model`; default from
             ``KEEL_MODEL``, else `local`.
         instructions: the system prompt.
-        tools: `Tool` objects, or plain typed functions (wrapped with `tool`).
+        tools: `Tool` objects, plain typed functions (wrapped with `tool`), or toolsets such as
+            `keel.mcp.MCPTools` (expanded into their tools).
         output_type: a pydantic model the final answer must validate against; default free text.
         max_steps: model requests allowed per run; default 20.
         output_retries: times a malformed answer is sent back before the run fails; default 2.
@@ -57,7 +58,7 @@ class Agent:
         model: str | Model | None = None,
         *,
         instructions: str = "",
-        tools: Sequence[Tool | Callable[..., Any]] = (),
+        tools: Sequence[Tool | Toolset | Callable[..., Any]] = (),
         output_type: type[pydantic.BaseModel] | None = None,
         max_steps: int = 20,
         output_retries: int = 2,
@@ -75,7 +76,7 @@ class Agent:
             model = settings().model
         self.model: Model = resolve_model(model)
         self.instructions = instructions
-        self.tools = [t if isinstance(t, Tool) else _wrap(t, name) for t in tools]
+        self.tools = [t if isinstance(t, Tool) else _wrap(t, name) for t in _expand(tools)]
         self.tools_by_name: dict[str, Tool] = {}
         for t in self.tools:
             if t.name in CONTROL_TOOLS or t.name in PLANNING_TOOLS:
@@ -83,9 +84,10 @@ class Agent:
                     f"agent {name!r}: tool name {t.name!r} is reserved by keel; rename it with @tool(name=...)"
                 )
             if t.name in self.tools_by_name:
+                hints = " or ".join(dict.fromkeys([self.tools_by_name[t.name].rename_hint, t.rename_hint]))
                 raise ConfigError(
                     f"agent {name!r}: two tools are named {t.name!r}; tool names must be unique, "
-                    "rename one with @tool(name=...)"
+                    f"rename one with {hints}"
                 )
             self.tools_by_name[t.name] = t
         if output_type is not None and not (
@@ -204,6 +206,17 @@ class Agent:
         while (event := await queue.get()) is not None:
             yield event
         job.result()
+
+
+def _expand(tools: Sequence[Tool | Toolset | Callable[..., Any]]) -> list[Tool | Callable[..., Any]]:
+    """Replace each toolset by its tools."""
+    out: list[Tool | Callable[..., Any]] = []
+    for t in tools:
+        if not isinstance(t, Tool) and isinstance(t, Toolset):
+            out.extend(t.tools())
+        else:
+            out.append(t)
+    return out
 
 
 def _wrap(func: Callable[..., Any], agent: str) -> Tool:

@@ -3,8 +3,8 @@
 Exit codes: 0 done or ok, 1 failed, 2 bad input (an unknown id, a run in the wrong state, a malformed
 option), 3 waiting for approval or attention (commands that run or resume a run).
 
-The commands live in ``_cli_runs`` (``keel runs``), ``_cli_approvals`` (``keel approvals``) and
-``_cli_worker`` (``keel worker``); what they share is in ``_cli_common``.
+The commands live in ``_cli_runs`` (``keel runs``), ``_cli_approvals`` (``keel approvals``),
+``_cli_worker`` (``keel worker``) and ``_cli_mcp`` (``keel mcp``); what they share is in ``_cli_common``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ._cli_common import (
     out,
     print_result,
 )
+from ._cli_mcp import mcp_app
 from ._cli_runs import runs_app
 from ._cli_worker import worker
 from ._loop import RunResult
@@ -120,6 +121,7 @@ def demo(
 
 app.add_typer(runs_app, name="runs")
 app.add_typer(approvals_app, name="approvals")
+app.add_typer(mcp_app, name="mcp")
 app.command()(worker)
 
 

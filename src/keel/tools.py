@@ -24,7 +24,7 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, get_type_hints, overload
+from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
 
 import docstring_parser
 import pydantic
@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from .exceptions import ConfigError
 
-__all__ = ["Tool", "ToolArgumentsError", "ToolContext", "tool"]
+__all__ = ["Tool", "ToolArgumentsError", "ToolContext", "Toolset", "tool"]
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -93,6 +93,19 @@ def format_validation_error(tool_name: str, error: pydantic.ValidationError) -> 
     return "; ".join(lines)
 
 
+@runtime_checkable
+class Toolset(Protocol):
+    """A source of several tools (the tools of an MCP server, say), expanded when an agent is built."""
+
+    def tools(self) -> list[Tool]:
+        """The tools, in the order the model should see them.
+
+        Raises:
+            ConfigError: the tools cannot be had (the message names the source and the fix).
+        """
+        ...
+
+
 class Tool:
     """A function the model can call, with its schema, metadata and validation.
 
@@ -108,6 +121,9 @@ class Tool:
         requires_approval: a person must approve each call before it runs.
         fallback: a tool to call with the same arguments when this one fails unexpectedly.
     """
+
+    rename_hint = "@tool(name=...)"
+    """How to give this kind of tool another name, for error messages."""
 
     def __init__(
         self,
