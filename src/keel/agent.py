@@ -20,6 +20,8 @@ from .tools import Tool
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from .memory._agent import AgentMemory
+    from .memory.long_term import MemoryStore
 
 __all__ = ["Agent"]
 
@@ -41,6 +43,8 @@ class Agent:
         policies: rules applied in this order at every model and tool call; default a `LoopGuard`
             (pass ``[]`` for none).
         context_budget: prompt tokens allowed; default the model's window minus its output budget.
+        memory: long-term memory: an `AgentMemory`, or a `MemoryStore` used with its defaults
+            (recall into the context, ``remember`` and ``recall`` tools, end-of-run facts); default none.
 
     Raises:
         ConfigError: any argument is invalid; the message names it and the fix.
@@ -58,6 +62,7 @@ class Agent:
         output_retries: int = 2,
         policies: Sequence[Policy] | None = None,
         context_budget: int | None = None,
+        memory: AgentMemory | MemoryStore | None = None,
     ) -> None:
         if not isinstance(name, str) or not AGENT_NAME.match(name):
             raise ConfigError(f"agent name {name!r} is invalid: use 1-64 letters, digits, '_', '.' or '-'")
@@ -69,6 +74,13 @@ class Agent:
         self.model: Model = resolve_model(model)
         self.instructions = instructions
         self.tools = [t if isinstance(t, Tool) else _wrap(t, name) for t in tools]
+        self.memory: AgentMemory | None = None
+        if memory is not None:
+            from .memory._agent import AgentMemory
+
+            self.memory = memory if isinstance(memory, AgentMemory) else AgentMemory(memory)
+            if self.memory.tools:
+                self.tools += self.memory.make_tools(name)
         self.tools_by_name: dict[str, Tool] = {}
         for t in self.tools:
             if t.name in CONTROL_TOOLS:

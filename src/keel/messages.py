@@ -252,6 +252,8 @@ EventKind: TypeAlias = Literal[
     "policy_decision",
     "context_trimmed",
     "run_finished",
+    "memory_recalled",
+    "memory_written",
 ]
 
 

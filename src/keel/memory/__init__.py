@@ -5,6 +5,7 @@ Long-term memory (`MemoryStore`) has two stores: `SqliteVecStore` (embedded, the
 psycopg) load only when a store or an embedder is created: ``pip install 'keel[memory]'``.
 """
 
+from ._agent import AgentMemory
 from .embeddings import MiniLMEmbedder, OpenAIEmbedder, resolve_embedder
 from .long_term import Embedder, Hit, Memory, MemoryNotFound, MemoryStore, Namespace, Source, UnknownNamespace
 from .pgvector import PgVectorStore
@@ -12,6 +13,7 @@ from .short_term import ShortTermMemory, Window
 from .sqlite_vec import SqliteVecStore
 
 __all__ = [
+    "AgentMemory",
     "Embedder",
     "Hit",
     "Memory",
