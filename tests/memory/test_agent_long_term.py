@@ -218,3 +218,14 @@ def test_a_resumed_run_replays_its_memory_steps(store: SqliteVecStore, tmp_path:
         ]
     engine.dispose()
     assert names[0] == "memory:recall" and names[-1] == "memory:summary" and "tool:remember" in names
+
+
+def test_a_run_without_a_user_writes_nothing(store: SqliteVecStore) -> None:
+    model = ScriptedModel([ToolCall("remember", {"fact": "The customer likes tea."}), "Noted."])  # no summary asked
+    result = Agent("support", model, memory=store).run_sync(
+        "I like tea", runtime=Runtime.in_memory(), metadata={"tenant": "acme"}
+    )
+    assert (result.status, result.steps) == ("done", 2)
+    refused = next(m for m in result.messages if isinstance(m, ToolMessage))
+    assert refused.is_error and "no known user" in refused.content
+    assert store.count(Namespace("acme", "support")) == 2  # only the two shared memories of the fixture

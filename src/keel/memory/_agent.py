@@ -3,7 +3,8 @@
 `AgentMemory` configures it: ``Agent(..., memory=AgentMemory(store))`` (or just ``memory=store``).
 A run's namespace is the tenant and user from the run's metadata (``metadata={"tenant": ..., "user":
 ...}``, default tenant `AgentMemory.tenant`, no user) and the agent's name. Searches read the user's
-memories and the agent's shared ones (user ``""``, e.g. a knowledge base); writes go to the user's.
+memories and the agent's shared ones (user ``""``, e.g. a knowledge base); writes go to the user's. A
+run without a user writes nothing: its agent's shared memories are loaded by code, never by a run.
 
 Every search and write happens inside a step of the loop (ARCHITECTURE.md, rule 1), so a resumed run
 replays the journaled results instead of searching or writing again:
@@ -59,8 +60,8 @@ class AgentMemory:
     Attributes:
         store: where memories live (`SqliteVecStore`, `PgVectorStore`, or any `MemoryStore`).
         tenant: the tenant when a run's metadata names none; default ``"default"``.
-        recall_k: memories recalled into the context at the start of a run; 0 turns automatic
-            recall off; default 3.
+        recall_k: memories recalled into the context at the start of a run, from the user's and
+            from the agent's shared memories each; 0 turns automatic recall off; default 3.
         min_score: the least similarity a memory needs to be recalled (automatically or by the
             ``recall`` tool); default 0.25.
         recall_tokens: tokens the recalled memories may take (never more than a quarter of the
@@ -107,14 +108,17 @@ class AgentMemory:
         return Namespace(tenant, agent, user)
 
     def search(self, agent: str, metadata: Any, query: str, k: int, min_score: float | None = None) -> list[Hit]:
-        """The best `k` memories for `query` from the user's and the agent's shared namespaces."""
+        """The best `k` memories for `query` of the run's user, then the best `k` of the agent's shared ones.
+
+        A user's own memories come first: they are about the person asking, and a shared knowledge base
+        would otherwise crowd them out.
+        """
         own = self.namespace(agent, metadata)
         spaces = [own] if not own.user else [own, Namespace(own.tenant, agent, "")]
         hits: list[Hit] = []
         for ns in spaces:
             hits.extend(self.store.search(ns, query, k=k, min_score=min_score, missing_ok=True))
-        hits.sort(key=lambda h: -h.score)
-        return hits[:k]
+        return hits
 
     # Tools.
 
@@ -131,6 +135,11 @@ class AgentMemory:
                 ctx: the call's context (the run's tenant and user).
             """
             ns = memory.namespace(agent, ctx.metadata)
+            if not ns.user:
+                raise ToolError(
+                    "not remembered: this conversation has no known user to remember it for "
+                    "(the run was started without metadata={'user': ...})"
+                )
             # A repeated call (a retried step) must not store the fact twice: merging near-duplicates
             # takes care of it, or, with merging off, the id derived from the idempotency key.
             key = None
@@ -204,8 +213,8 @@ async def remember_run_facts(run: _Run) -> None:
     from .._tool_exec import model_step
 
     agent, memory = run.agent, run.agent.memory
-    if memory is None or not memory.summarize:
-        return
+    if memory is None or not memory.summarize or not memory.namespace(agent.name, run.metadata).user:
+        return  # no summary for a run without a user: there is no one to remember the facts for
     run.step += 1
     request_number.set(run.step)
     messages = [*run.messages, UserMessage(_prompts()["summary"])]
