@@ -40,11 +40,9 @@ def test_paraphrased_questions_find_their_facts_among_1000_distractors(make_stor
     store = make_store(embedder=None, dim=384, merge_threshold=None)
     ns = Namespace("acme", "support")
     items = corpus["noise"] + corpus["facts"]
-    if hasattr(store, "add_many"):
-        store.add_many(ns, items)
-    else:
-        for text, vec in items:
-            store.add(ns, text, vector=vec)
+    store.add_many(ns, items[:500])
+    for text, vec in items[500:]:
+        store.add(ns, text, vector=vec)
     assert store.count(ns) == len(items) >= 1000
     ranks = []
     for (fact, _), question in zip(corpus["facts"], corpus["questions"], strict=True):

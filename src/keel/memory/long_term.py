@@ -214,6 +214,12 @@ class MemoryStore(Protocol):
         """Store a memory and return it; upsert when `id` exists; merge into a near-duplicate."""
         ...
 
+    def add_many(
+        self, namespace: Namespace, items: Sequence[tuple[str, Sequence[float]]], *, source: Source | None = None
+    ) -> int:
+        """Bulk-load (text, vector) pairs without merging; return how many were stored."""
+        ...
+
     def search(
         self,
         namespace: Namespace,

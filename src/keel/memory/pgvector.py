@@ -153,6 +153,11 @@ class PgVectorStore:
                     f"keel_memories holds {row[0]}-dimensional memories but this store was configured for {size}; "
                     "use the embedder it was written with, or another database"
                 )
+        # Session settings of this store's own connection: filters (agent, user, expiry, metadata) are
+        # applied while walking the index, which keeps going until k rows pass (pgvector 0.8).
+        self._conn.execute("SET hnsw.iterative_scan = strict_order")
+        self._conn.execute(f"SET hnsw.ef_search = {int(self.ef_search)}")
+        self._ef_search = self.ef_search
 
     # Partitions.
 
@@ -228,8 +233,8 @@ class PgVectorStore:
         with self._lock, self._conn.transaction():
             self._table(namespace.tenant, create=True)
             existing = self._row(namespace, id, live=False) if id is not None else None
-            if existing is None and id is None and self.merge_threshold is not None and self._known(namespace):
-                near = self._search(namespace, vec, 1, {})
+            if existing is None and id is None and self.merge_threshold is not None:
+                near = self._search(namespace, vec, 1, {}, self._size(namespace))
                 if near and near[0].score >= self.merge_threshold:
                     existing = near[0].memory
                     meta = {**existing.metadata, **meta}
@@ -422,25 +427,32 @@ class PgVectorStore:
         check_search(k, min_score)
         wanted = check_filters(filters)
         vec = query_vector(self._vectors, query)
-        with self._lock, self._conn.transaction():
-            if not self._known(namespace):
+        with self._lock:  # two statements in autocommit: a search needs no transaction
+            size = self._size(namespace)
+            if size is None:
                 if missing_ok:
                     return []
                 raise unknown_namespace(namespace, self.namespaces(namespace.tenant))
-            hits = self._search(namespace, vec, k, wanted)
+            hits = self._search(namespace, vec, k, wanted, size)
         return [h for h in hits if min_score is None or h.score >= min_score]
 
-    def _search(self, ns: Namespace, vec: list[float], k: int, filters: dict[str, FilterValue]) -> list[Hit]:
+    def _size(self, ns: Namespace) -> int | None:
+        """Memories written to `ns` (expired ones included), or None when it was never written to."""
+        row = self._conn.execute(
+            "SELECT size FROM keel_memory_namespaces WHERE tenant = %s AND agent_name = %s AND user_id = %s",
+            (ns.tenant, ns.agent, ns.user),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _search(
+        self, ns: Namespace, vec: list[float], k: int, filters: dict[str, FilterValue], size: int | None
+    ) -> list[Hit]:
         from psycopg import sql
 
         table = self._table(ns.tenant)
         if table is None:
             return []
-        size = self._conn.execute(
-            "SELECT size FROM keel_memory_namespaces WHERE tenant = %s AND agent_name = %s AND user_id = %s",
-            (ns.tenant, ns.agent, ns.user),
-        ).fetchone()
-        exact = size is None or int(size[0]) < self.exact_below
+        exact = size is None or size < self.exact_below
         literal = _literal(vec)
         conditions = ["agent_name = %s", "user_id = %s", "(expires_at IS NULL OR expires_at > %s)"]
         params: list[Any] = [literal, ns.agent, ns.user, self.clock()]
@@ -453,9 +465,9 @@ class PgVectorStore:
                 params.extend([key, json.dumps(value)])
         # "+ 0" hides the ordering from the planner, so a small namespace is scanned exactly.
         order = "(embedding <=> %s::vector) + 0" if exact else "embedding <=> %s::vector"
-        if not exact:
-            self._conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-            self._conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(self.ef_search, k))))
+        if not exact and k > self._ef_search:  # the session's setting (see _migrate) is too small for this k
+            self._conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(k)))
+            self._ef_search = k
         query = sql.SQL(
             "SELECT {columns}, embedding <=> %s::vector AS distance FROM {table} WHERE {where} "
             "ORDER BY {order} LIMIT {k}"
@@ -498,13 +510,6 @@ class PgVectorStore:
         """Close the connection."""
         with self._lock:
             self._conn.close()
-
-    def _known(self, ns: Namespace) -> bool:
-        row = self._conn.execute(
-            "SELECT 1 FROM keel_memory_namespaces WHERE tenant = %s AND agent_name = %s AND user_id = %s",
-            (ns.tenant, ns.agent, ns.user),
-        ).fetchone()
-        return row is not None
 
     def _row(self, ns: Namespace, id: str | None, *, live: bool) -> Memory | None:
         row = self._conn.execute(

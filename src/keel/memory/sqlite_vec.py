@@ -195,6 +195,21 @@ class SqliteVecStore:
             self._insert(memory, vec)
             return memory
 
+    def add_many(
+        self, namespace: Namespace, items: Sequence[tuple[str, Sequence[float]]], *, source: Source | None = None
+    ) -> int:
+        """Bulk-load (text, vector) pairs in one transaction, without merging; return how many were stored.
+
+        Raises:
+            UsageError: a text is empty or a vector has the wrong size (nothing is stored then).
+        """
+        src, now = source or Source(), self.clock()
+        rows = [(check_text(text), self._vectors.vector(None, vector)) for text, vector in items]
+        with self._transaction():
+            for text, vec in rows:
+                self._insert(Memory(new_id(), namespace, text, {}, src, now, now, None), vec)
+        return len(rows)
+
     def _insert(self, m: Memory, vec: list[float]) -> None:
         ns = m.namespace
         self._conn.execute(
