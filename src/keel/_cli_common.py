@@ -158,6 +158,11 @@ class LiveView:
             c.print(f"  [magenta]{d['policy']}[/] {d['action']}: {escape(d['reason'])}")
         elif event.kind == "context_trimmed":
             c.print(f"  [dim]context trimmed to {d['tokens']}/{d['budget']} tokens[/]")
+        elif event.kind in ("memory_recalled", "memory_written") and d["memories"]:
+            verb = "recalled" if event.kind == "memory_recalled" else "remembered"
+            for m in d["memories"]:
+                score = f" ({m['score']:.2f})" if "score" in m else ""
+                c.print(f"  [dim]{verb}{score}[/] {escape(m['text'][:120])}")
         elif event.kind == "run_finished":
             elapsed = time.perf_counter() - self.started
             style = {"done": "green", "failed": "red"}.get(d["status"], "yellow")

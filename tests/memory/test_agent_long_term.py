@@ -229,3 +229,19 @@ def test_a_run_without_a_user_writes_nothing(store: SqliteVecStore) -> None:
     refused = next(m for m in result.messages if isinstance(m, ToolMessage))
     assert refused.is_error and "no known user" in refused.content
     assert store.count(Namespace("acme", "support")) == 2  # only the two shared memories of the fixture
+
+
+def test_the_live_view_shows_recalled_memories(store: SqliteVecStore) -> None:
+    import io
+
+    from rich.console import Console
+
+    from keel._cli_common import LiveView
+
+    buffer = io.StringIO()
+    view = LiveView(Console(file=buffer, width=200, color_system=None))
+    Agent("support", ScriptedModel(["ok"]), memory=store).run_sync(
+        "How long do refunds take?", runtime=Runtime.in_memory(), metadata={"tenant": "acme"}, on_event=view
+    )
+    assert "recalled (0." in buffer.getvalue()
+    assert "Refunds reach the original card within five business days." in buffer.getvalue()
