@@ -116,3 +116,32 @@ def test_pgvector_has_one_partition_and_hnsw_index_per_tenant(pg_database: str) 
     hits = store.search(Namespace("acme"), [1.0, 7.0, 1.0, 1.0], k=5)
     assert [h.memory.text for h in hits][0] == "acme 7" and all(h.memory.text.startswith("acme") for h in hits)
     store.close()
+
+
+def test_pgvector_large_namespaces_walk_the_tenants_hnsw_index_with_their_filters(pg_database: str) -> None:
+    import random
+
+    store = PgVectorStore(pg_database, embedder=None, dim=4, exact_below=10, merge_threshold=None)
+    rng = random.Random(2)
+    spaces = [Namespace("acme"), Namespace("acme", "bot", "u1"), Namespace("acme", "bot", "u2")]
+    for ns in spaces:
+        store.add_many(ns, [(f"{ns} {i}", [rng.gauss(0, 1) for _ in range(4)]) for i in range(60)])
+    probe = [0.3, -0.2, 0.9, 0.1]
+    for ns in spaces:
+        hits = store.search(ns, probe, k=10)
+        assert len(hits) == 10 and all(h.memory.namespace == ns for h in hits)  # filtered during the walk
+        scores = [h.score for h in hits]
+        assert scores == sorted(scores, reverse=True)
+    with store._conn.transaction():  # the plan the store uses for a namespace this size
+        store._conn.execute("SET LOCAL enable_sort = off")
+        store._conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in store._conn.execute(
+                f'EXPLAIN SELECT id FROM "{store._partition("acme", create=False)}" '
+                "WHERE tenant = 'acme' AND agent_name = 'bot' AND user_id = 'u1' "
+                "ORDER BY embedding <=> '[0.3,-0.2,0.9,0.1]'::vector LIMIT 10"
+            )
+        )
+    assert "_hnsw" in plan and "Sort" not in plan
+    store.close()

@@ -454,8 +454,8 @@ class PgVectorStore:
             return []
         exact = size is None or size < self.exact_below
         literal = _literal(vec)
-        conditions = ["agent_name = %s", "user_id = %s", "(expires_at IS NULL OR expires_at > %s)"]
-        params: list[Any] = [literal, ns.agent, ns.user, self.clock()]
+        conditions = ["tenant = %s", "agent_name = %s", "user_id = %s", "(expires_at IS NULL OR expires_at > %s)"]
+        params: list[Any] = [literal, ns.tenant, ns.agent, ns.user, self.clock()]
         for key, value in filters.items():
             if value is None:
                 conditions.append("(metadata -> %s IS NULL OR metadata -> %s = 'null'::jsonb)")
@@ -478,7 +478,15 @@ class PgVectorStore:
             order=sql.SQL(order),
             k=sql.Literal(k),
         )
-        rows = self._conn.execute(query, [*params, literal]).fetchall()
+        if exact:
+            rows = self._conn.execute(query, [*params, literal]).fetchall()
+        else:
+            # The planner, seeing filters on agent and user, may prefer the primary key and a sort of the
+            # whole namespace (exact, and slow at this size): plans that sort are ruled out for this query.
+            with self._conn.transaction():
+                self._conn.execute("SET LOCAL enable_sort = off")
+                self._conn.execute("SET LOCAL enable_seqscan = off")
+                rows = self._conn.execute(query, [*params, literal]).fetchall()
         return [Hit(_memory(r[:-1]), 1.0 - float(r[-1])) for r in rows]
 
     def get(self, namespace: Namespace, id: str) -> Memory | None:
