@@ -120,6 +120,7 @@ class PgVectorStore:
         self._vectors = VectorCache(embedder, size)
         self._lock = threading.RLock()
         self._partitions: dict[str, str] = {}
+        self._large: dict[Namespace, int] = {}
         self.url = url.replace("postgresql+psycopg://", "postgresql://")
         try:
             self._conn = psycopg.connect(self.url, autocommit=True)  # transactions are explicit
@@ -437,12 +438,22 @@ class PgVectorStore:
         return [h for h in hits if min_score is None or h.score >= min_score]
 
     def _size(self, ns: Namespace) -> int | None:
-        """Memories written to `ns` (expired ones included), or None when it was never written to."""
+        """Memories written to `ns` (expired ones included), or None when it was never written to.
+
+        Only the choice between an exact scan and the index depends on it, so a namespace once seen
+        large is not asked about again (it would take many deletions to make it small).
+        """
+        if ns in self._large:
+            return self._large[ns]
         row = self._conn.execute(
             "SELECT size FROM keel_memory_namespaces WHERE tenant = %s AND agent_name = %s AND user_id = %s",
             (ns.tenant, ns.agent, ns.user),
         ).fetchone()
-        return None if row is None else int(row[0])
+        if row is None:
+            return None
+        if int(row[0]) >= self.exact_below:
+            self._large[ns] = int(row[0])
+        return int(row[0])
 
     def _search(
         self, ns: Namespace, vec: list[float], k: int, filters: dict[str, FilterValue], size: int | None
@@ -484,8 +495,7 @@ class PgVectorStore:
             # The planner, seeing filters on agent and user, may prefer the primary key and a sort of the
             # whole namespace (exact, and slow at this size): plans that sort are ruled out for this query.
             with self._conn.transaction():
-                self._conn.execute("SET LOCAL enable_sort = off")
-                self._conn.execute("SET LOCAL enable_seqscan = off")
+                self._conn.execute("SET LOCAL enable_sort = off; SET LOCAL enable_seqscan = off")
                 rows = self._conn.execute(query, [*params, literal]).fetchall()
         return [Hit(_memory(r[:-1]), 1.0 - float(r[-1])) for r in rows]
 
