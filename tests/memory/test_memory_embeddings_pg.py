@@ -145,3 +145,16 @@ def test_pgvector_large_namespaces_walk_the_tenants_hnsw_index_with_their_filter
         )
     assert "_hnsw" in plan and "Sort" not in plan
     store.close()
+
+
+def test_import_keel_loads_no_memory_dependency() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keel, keel.memory; "
+        "print(sorted(m for m in ('onnxruntime', 'apsw', 'sqlite_vec', 'numpy', 'tokenizers', 'psycopg') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
