@@ -12,7 +12,7 @@ $(PY):
 
 # Reinstall only when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PIP) -e '.[local]'
+	$(PIP) -e '.[local,memory]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)

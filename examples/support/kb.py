@@ -82,7 +82,8 @@ def load_articles(directory: Path = KB_DIR) -> tuple[Article, ...]:
     return tuple(_parse(p) for p in sorted(directory.glob("*.md")))
 
 
-def _shorten(paragraph: str) -> str:
+def shorten(paragraph: str) -> str:
+    """`paragraph`, cut at a word to at most `SNIPPET_CHARS` (with " ..." when cut)."""
     if len(paragraph) <= SNIPPET_CHARS:
         return paragraph
     return paragraph[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " ..."
@@ -101,8 +102,8 @@ def _snippet(article: Article, query: list[str], lead: bool = False) -> str:
 
     best = max(article.paragraphs, key=overlap, default="")
     if lead and article.paragraphs and best != article.paragraphs[0]:
-        return f"{_shorten(article.paragraphs[0])} {_shorten(best)}"
-    return _shorten(best)
+        return f"{shorten(article.paragraphs[0])} {shorten(best)}"
+    return shorten(best)
 
 
 def search(query: str, limit: int = 3, articles: tuple[Article, ...] | None = None) -> list[dict[str, str]]:

@@ -1,4 +1,7 @@
-"""The support agent's tools: thin keel wrappers over the rules in `shop.py` and the search in `kb.py`.
+"""The support agent's tools: thin keel wrappers over the rules in `shop.py` and the knowledge base.
+
+`search_kb` searches the articles by meaning in long-term memory (`memory.py`), or by keywords
+(`kb.py`) when the memory extra is not installed.
 
 Each call opens the database named by `$SUPPORT_DB` (default `.keel/support.db`, created from the
 seed on first use), read when the call runs so tests can point it elsewhere. Expected failures
@@ -18,7 +21,7 @@ from typing import Any, Literal
 from keel import Tool, ToolContext, ToolError, tool
 from keel.sandbox import Limits, python_tool
 
-from . import data, kb, shop
+from . import data, kb, memory, shop
 from .shop import Address
 
 __all__ = [
@@ -127,7 +130,9 @@ def search_kb(query: str) -> dict[str, Any]:
     Args:
         query: keywords from the customer's question.
     """
-    hits = kb.search(query)
+    hits = memory.search(query)  # by meaning, from long-term memory
+    if hits is None:  # the memory extra is not installed: keyword search
+        hits = kb.search(query)
     if not hits:
         return {"results": [], "note": "no article matches; try other keywords"}
     return {"results": hits}

@@ -170,6 +170,11 @@ class LiveView:
             c.print(f"  [green]✓ plan step {d['plan_step']}[/] {escape(d['note'])}")
         elif event.kind == "plan_step_failed":
             c.print(f"  [red]✗ plan step {d['plan_step']}[/] {escape(d['reason'])}")
+        elif event.kind in ("memory_recalled", "memory_written") and d["memories"]:
+            verb = "recalled" if event.kind == "memory_recalled" else "remembered"
+            for m in d["memories"]:
+                score = f" ({m['score']:.2f})" if "score" in m else ""
+                c.print(f"  [dim]{verb}{score}[/] {escape(m['text'][:120])}")
         elif event.kind == "run_finished":
             elapsed = time.perf_counter() - self.started
             style = {"done": "green", "failed": "red"}.get(d["status"], "yellow")

@@ -19,6 +19,7 @@ import pydantic
 
 from ._tool_exec import CallInterrupted, ToolCrashed, model_step, tool_step
 from ._validate import validate
+from .memory._agent import recall_into_context, remember_run_facts
 from .memory.short_term import ShortTermMemory
 from .messages import (
     Message,
@@ -261,6 +262,8 @@ class _Run:
 
     async def loop(self) -> RunResult:
         agent, rejections = self.agent, 0
+        if agent.memory is not None:
+            await recall_into_context(self)
         while True:
             if self.planner is not None and self.planner.wanted:
                 await self.plan()  # before acting: a plan, or a new one after a step failed
@@ -307,6 +310,8 @@ class _Run:
                 continue
             rejections = 0
             if verdict.is_final:
+                if agent.memory is not None:
+                    await remember_run_facts(self)
                 return self.finish("done", verdict.final)
             if verdict.give_up is not None:
                 return self.finish("failed", verdict.give_up, f"the agent gave up: {verdict.give_up}", "GaveUp")
@@ -444,7 +449,7 @@ class _Run:
                 return refused(f"the approved arguments are invalid: {exc}")
 
         self.event("tool_call", name=call.name, arguments=call.arguments, call_id=call.id)
-        tctx = ToolContext(self.run_id, call.id, self.step, f"{self.run_id}/{self.step}/{index}")
+        tctx = ToolContext(self.run_id, call.id, self.step, f"{self.run_id}/{self.step}/{index}", self.metadata)
         try:
             raw = await self.run_tool(call, tool, functools.partial(tool_step, tool, kwargs, tctx))
         except ToolCrashed as crash:

@@ -21,6 +21,8 @@ from .tools import Tool, Toolset
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from .memory._agent import AgentMemory
+    from .memory.long_term import MemoryStore
 
 __all__ = ["Agent"]
 
@@ -47,6 +49,8 @@ class Agent:
             `Plan` first, follow it, and plan again when a step fails (see `keel.planning`).
         max_replans: with explicit planning, times a failed plan is made again before the run fails;
             default 2.
+        memory: long-term memory: an `AgentMemory`, or a `MemoryStore` used with its defaults
+            (recall into the context, ``remember`` and ``recall`` tools, end-of-run facts); default none.
 
     Raises:
         ConfigError: any argument is invalid; the message names it and the fix.
@@ -66,6 +70,7 @@ class Agent:
         context_budget: int | None = None,
         planning: str = "implicit",
         max_replans: int = 2,
+        memory: AgentMemory | MemoryStore | None = None,
     ) -> None:
         if not isinstance(name, str) or not AGENT_NAME.match(name):
             raise ConfigError(f"agent name {name!r} is invalid: use 1-64 letters, digits, '_', '.' or '-'")
@@ -77,6 +82,13 @@ class Agent:
         self.model: Model = resolve_model(model)
         self.instructions = instructions
         self.tools = [t if isinstance(t, Tool) else _wrap(t, name) for t in _expand(tools)]
+        self.memory: AgentMemory | None = None
+        if memory is not None:
+            from .memory._agent import AgentMemory
+
+            self.memory = memory if isinstance(memory, AgentMemory) else AgentMemory(memory)
+            if self.memory.tools:
+                self.tools += self.memory.make_tools(name)
         self.tools_by_name: dict[str, Tool] = {}
         for t in self.tools:
             if t.name in CONTROL_TOOLS or t.name in PLANNING_TOOLS:

@@ -257,6 +257,8 @@ EventKind: TypeAlias = Literal[
     "plan_step_done",
     "plan_step_failed",
     "run_finished",
+    "memory_recalled",
+    "memory_written",
 ]
 
 

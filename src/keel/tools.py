@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
 
 import docstring_parser
@@ -48,12 +48,14 @@ class ToolContext:
         step: the loop step.
         idempotency_key: stable across re-runs of the same call; pass it to the service the tool
             calls so a repeated request has no second effect.
+        metadata: the values attached to the run (tenant, user), as given to `Agent.run`.
     """
 
     run_id: str
     call_id: str
     step: int
     idempotency_key: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ToolArgumentsError(ValueError):
