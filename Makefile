@@ -37,7 +37,7 @@ services:
 	@pg_isready -h 127.0.0.1 -p 5432
 
 # Debian packages the tests need (the machine runs as root; CI starts from the same image).
-APT_PACKAGES :=
+APT_PACKAGES := chromium
 
 sysdeps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from ..exceptions import UsageError
 
-__all__ = ["Approval", "RunRecord", "Store"]
+__all__ = ["Approval", "RunRecord", "Store", "api_keys", "feedback"]
 
 metadata = sa.MetaData()
 
@@ -162,7 +162,39 @@ CANCEL_REFRESH_SECONDS = 1.0
 CANCEL_HORIZON_SECONDS = 7 * 24 * 3600.0
 """Runs cancelled longer ago than this are not looked for (their segments have long stopped)."""
 
-MIGRATIONS: list[list[sa.Table]] = [[runs, steps, approvals, workers]]
+# -- the HTTP service's tables (keel.server, keel.observe) ------------------------------------------
+api_keys = sa.Table(
+    "keel_api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),  # SHA-256 of the whole key
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(128), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+feedback = sa.Table(
+    "keel_feedback",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=True),
+    sa.Column("agent", sa.String(64), nullable=False),
+    sa.Column("thumbs", sa.String(4), nullable=True),  # up | down
+    sa.Column("score", sa.Integer, nullable=True),  # 1..5
+    sa.Column("satisfaction", sa.Float, nullable=False),  # 0..1, from thumbs or score
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("by", sa.String(128), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("keel_feedback_run", "run_id"),
+    sa.Index("keel_feedback_tenant", "tenant", "created_at"),
+)
+
+MIGRATIONS: list[list[sa.Table]] = [
+    [runs, steps, approvals, workers],
+    [api_keys, feedback],  # the HTTP service: API keys (hashed) mapped to tenants; users' feedback on runs
+]
 """Migration N creates (or alters) these tables; append, never edit, to change the schema."""
 
 

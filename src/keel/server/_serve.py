@@ -1,0 +1,100 @@
+"""``keel serve``: the API and console, with an in-process worker for the given agents."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from ..agent import Agent
+    from ..durable import DurableEngine
+    from ._app import ServiceConfig
+
+__all__ = ["serve"]
+
+log = logging.getLogger("keel.server")
+
+
+def serve(
+    config: ServiceConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    worker_id: str,
+    concurrency: int = 100,
+    anomaly_window: float = 60.0,
+    webhook: str | None = None,
+    on_ready: Any = None,
+) -> None:
+    """Run the service until SIGINT or SIGTERM.
+
+    The worker starts first (on its own thread) and the API once the worker's engine has launched, so
+    the two share one durable engine: runs started through the API are served by this process, and by
+    any other worker on the same database.
+
+    Raises:
+        ConfigError: the worker failed to start.
+    """
+    import uvicorn
+
+    from ..durable import run_worker
+    from ._app import create_app
+
+    stop = threading.Event()
+    launched = threading.Event()
+    failures: list[BaseException] = []
+
+    def ready(engine: DurableEngine) -> None:
+        launched.set()
+
+    def work() -> None:
+        try:
+            run_worker(
+                config.database_url, config.agents, worker_id=worker_id, concurrency=concurrency, stop=stop, ready=ready
+            )
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+            launched.set()
+
+    thread = threading.Thread(target=work, name="keel-worker", daemon=True)
+    thread.start()
+    launched.wait()
+    if failures:
+        raise ConfigError(f"the worker could not start: {failures[0]}") from failures[0]
+    watcher = None
+    if anomaly_window > 0:
+        from ..observe.anomaly import AlertBoard, WindowWatcher, default_sinks
+
+        config.alerts = config.alerts or AlertBoard()
+        watcher = WindowWatcher(config.database_url, config.alerts, default_sinks(webhook), window=anomaly_window)
+        watcher.start()
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    if on_ready is not None:
+        on_ready(server)
+    try:
+        server.run()
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        stop.set()
+        thread.join(timeout=30)
+
+
+def agents_by_name(agents: list[Agent], targets: list[str]) -> list[Agent]:
+    """The agents, refusing two with one name (runs find their agent by name).
+
+    Raises:
+        ConfigError: two agents share a name.
+    """
+    seen: dict[str, str] = {}
+    for target, agent in zip(targets, agents, strict=True):
+        if agent.name in seen:
+            raise ConfigError(
+                f"{seen[agent.name]} and {target} are both named {agent.name!r}; give each agent a distinct name"
+            )
+        seen[agent.name] = target
+    return agents
