@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from keel import Agent, tool
+from keel import Agent, ToolError, tool
 from keel.messages import Message, ToolCall, ToolMessage, UserMessage
 from keel.models import ScriptedModel
 from keel.policies.approvals import RequireApproval
@@ -22,6 +22,19 @@ def add(a: int, b: int) -> int:
         b: the second number.
     """
     return a + b
+
+
+@tool
+def divide(a: int, b: int) -> float:
+    """Divide a by b.
+
+    Args:
+        a: the dividend.
+        b: the divisor.
+    """
+    if b == 0:
+        raise ToolError("cannot divide by zero; ask for another divisor")
+    return a / b
 
 
 @tool(side_effects=True)
@@ -50,10 +63,13 @@ def calc_script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) ->
     done = _results(messages)
     if "fail" in task:
         return ToolCall("give_up", {"reason": "asked to fail"})
+    numbers = [int(w) for w in task.replace(",", " ").split() if w.lstrip("-").isdigit()] or [1, 1]
+    operation = "divide" if task.startswith("divide") else "add"
     if not done:
-        numbers = [int(w) for w in task.replace(",", " ").split() if w.lstrip("-").isdigit()] or [1, 1]
-        return ToolCall("add", {"a": numbers[0], "b": numbers[-1]})
-    return f"The sum is {done[-1].content}."
+        return ToolCall(operation, {"a": numbers[0], "b": numbers[-1]})
+    if done[-1].is_error:
+        return f"That did not work: {done[-1].content}"
+    return f"The {'quotient' if operation == 'divide' else 'sum'} is {done[-1].content}."
 
 
 def refund_script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> Any:
@@ -65,7 +81,7 @@ def refund_script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) 
     return done[-1].content
 
 
-calc = Agent(name="calc", model=ScriptedModel(calc_script), tools=[add], max_steps=5)
+calc = Agent(name="calc", model=ScriptedModel(calc_script), tools=[add, divide], max_steps=5)
 support = Agent(
     name="support",
     model=ScriptedModel(refund_script),
