@@ -54,6 +54,7 @@ __all__ = [
 
 log = logging.getLogger("keel.alerts")
 
+RATES = ("completion_rate", "error_rate")
 METRICS = ("completion_rate", "error_rate", "steps_per_run", "cost_per_run", "latency_seconds")
 FLOORS = {
     "completion_rate": 0.02,
@@ -143,7 +144,8 @@ class DetectorConfig:
         threshold: smoothed robust z-score that alerts. Default 5.
         alpha: EWMA weight of the newest z-score. Default 0.5.
         cooldown: windows after an alert during which the same metric stays quiet. Default 10.
-        relative_floor: the scale is at least this share of the baseline. Default 0.05.
+        relative_floor: the scale of steps, cost and latency is at least this share of the baseline (rates
+            have only their absolute floor). Default 0.05.
     """
 
     history: int = 30
@@ -200,7 +202,8 @@ class AnomalyDetector:
             if len(series.values) >= cfg.min_history:
                 baseline = statistics.median(series.values)
                 mad = statistics.median(abs(v - baseline) for v in series.values)
-                scale = max(1.4826 * mad, FLOORS[metric], cfg.relative_floor * abs(baseline))
+                relative = 0.0 if metric in RATES else cfg.relative_floor * abs(baseline)
+                scale = max(1.4826 * mad, FLOORS[metric], relative)
                 z = (value - baseline) / scale
                 series.smoothed = cfg.alpha * z + (1 - cfg.alpha) * series.smoothed
                 alert = self._judge(stats, metric, series, value, baseline)
