@@ -129,10 +129,16 @@ def serve(
         float, typer.Option("--anomaly-window", min=0, help="seconds per anomaly-detection window; 0 turns it off")
     ] = 60.0,
     webhook: Annotated[str | None, typer.Option("--webhook", help="POST anomaly alerts to this URL")] = None,
+    trace: Annotated[
+        str | None,
+        typer.Option("--trace", help="OpenTelemetry spans to 'console' or 'otlp' (OTEL_EXPORTER_OTLP_ENDPOINT)"),
+    ] = None,
 ) -> None:
     """Serve the HTTP API and web console, with a worker for the given agents."""
     if not targets:
         raise fail_input("missing TARGET: name the agents to serve, as in: keel serve path/to/file.py:agent")
+    if trace not in (None, "console", "otlp"):
+        raise fail_input(f"--trace must be 'console' or 'otlp', got {trace!r}")
     with exits():
         try:
             from .server import ServiceConfig
@@ -163,5 +169,6 @@ def serve(
             concurrency=concurrency,
             anomaly_window=anomaly_window,
             webhook=webhook,
+            trace=trace,
             on_ready=ready,
         )

@@ -194,7 +194,7 @@ class _Run:
         self.messages: list[Message] = [SystemMessage(agent.system_prompt), UserMessage(task)]
         self.usage = Usage()
         self.step = 0
-        self.event("run_started", agent=agent.name, task=task, model=agent.model.name)
+        self.event("run_started", agent=agent.name, task=task, model=agent.model.name, tenant=metadata.get("tenant"))
 
     def event(self, kind: Any, **data: Any) -> None:
         self.emit(RunEvent(kind, self.run_id, self.step, data))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -18,6 +19,8 @@ EXAMPLES = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 6}
 """Examples per operation and mode: bounded to keep the test well under a minute."""
 
 
+# schemathesis's own generators touch the global `random` module, which Hypothesis flags as deprecated.
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 def test_no_generated_request_gets_a_server_error(service: Service) -> None:
     key = service.key("fuzz")
     headers = {"Authorization": f"Bearer {key}"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ def serve(
     concurrency: int = 100,
     anomaly_window: float = 60.0,
     webhook: str | None = None,
+    trace: str | None = None,
     on_ready: Any = None,
 ) -> None:
     """Run the service until SIGINT or SIGTERM.
@@ -43,6 +45,13 @@ def serve(
     from ..durable import run_worker
     from ._app import create_app
 
+    provider = None
+    if trace:
+        from ..durable import add_observer
+        from ..observe.tracing import RunTracer, configure_tracing
+
+        provider = configure_tracing("console" if trace == "console" else "otlp")
+        add_observer(RunTracer(provider))
     stop = threading.Event()
     launched = threading.Event()
     failures: list[BaseException] = []
@@ -75,6 +84,11 @@ def serve(
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     if on_ready is not None:
         on_ready(server)
+    # uvicorn handles SIGINT and SIGTERM, then raises the signal again once it has stopped; with these
+    # benign handlers in place that second signal does not kill the process before the cleanup below.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run()
     finally:
@@ -82,6 +96,14 @@ def serve(
             watcher.stop()
         stop.set()
         thread.join(timeout=30)
+        if provider is not None:
+            provider.shutdown()  # flushes the spans still batched
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    return None
 
 
 def agents_by_name(agents: list[Agent], targets: list[str]) -> list[Agent]:
