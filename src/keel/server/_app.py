@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..exceptions import UsageError
-from ._events import FINAL, journal_events, status_event
+from ._events import FINAL, RunWatch, journal_events, status_event
 from ._keys import ApiKey, KeyRing
 from ._limits import BodyLimit, RateLimiter
 from ._schemas import (
@@ -49,6 +48,7 @@ __all__ = ["ApiError", "ServiceConfig", "create_app"]
 
 log = logging.getLogger("keel.server")
 CONSOLE = Path(__file__).with_name("console")
+KEEPALIVE_SECONDS = 15.0
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in {
@@ -307,7 +307,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     async def run_events(
         run_id: str,
-        request: Request,
         key: Caller,
         last_event_id: Annotated[
             str | None, Header(alias="Last-Event-ID", description="resume after this event id")
@@ -333,8 +332,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 raise ApiError(400, "invalid_request", "Last-Event-ID: must not be negative")
         await anyio.to_thread.run_sync(own_run, run_id, key)
         store = engine().store
+        if "watch" not in state:
+            state["watch"] = RunWatch(store)
         return StreamingResponse(
-            _sse(request, store, run_id, after),
+            _sse(state["watch"], store, run_id, after),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -500,38 +501,33 @@ def create_app(config: ServiceConfig) -> FastAPI:
     return app
 
 
-async def _sse(request: Request, store: Any, run_id: str, after: int) -> AsyncIterator[bytes]:
-    """Poll the journal and the run index, sending new events; back off while nothing changes."""
+async def _sse(watch: RunWatch, store: Any, run_id: str, after: int) -> AsyncIterator[bytes]:
+    """Send the run's new events each time the watch says it changed, until it finishes."""
+    changed = watch.subscribe(run_id)
     last_status: str | None = None
-    pause = 0.05
-    quiet_since = time.monotonic()
-    while True:
-        record = await anyio.to_thread.run_sync(store.get_run, run_id)
-        if record is None:  # pruned while watched
-            yield b"event: end\ndata: {}\n\n"
-            return
-        events = await anyio.to_thread.run_sync(journal_events, store, run_id, after)
-        for event in events:
-            after = int(event["id"])
-            yield f"id: {after}\nevent: {event['kind']}\ndata: {json.dumps(event, default=str)}\n\n".encode()
-        changed = record.status != last_status
-        if changed:
-            last_status = record.status
-            yield f"event: status\ndata: {json.dumps(status_event(record), default=str)}\n\n".encode()
-        if record.status in FINAL:
-            yield b"event: end\ndata: {}\n\n"
-            return
-        now = time.monotonic()
-        if events or changed:
-            pause, quiet_since = 0.05, now
-        else:
-            pause = min(pause * 1.5, 1.0)
-            if now - quiet_since > 15:
-                quiet_since = now
+    try:
+        while True:
+            changed.clear()  # cleared before looking: a change during the look wakes the next wait
+            record = await anyio.to_thread.run_sync(store.get_run, run_id)
+            if record is None:  # pruned while watched
+                yield b"event: end\ndata: {}\n\n"
+                return
+            events = await anyio.to_thread.run_sync(journal_events, store, run_id, after)
+            for event in events:
+                after = int(event["id"])
+                yield f"id: {after}\nevent: {event['kind']}\ndata: {json.dumps(event, default=str)}\n\n".encode()
+            if record.status != last_status:
+                last_status = record.status
+                yield f"event: status\ndata: {json.dumps(status_event(record), default=str)}\n\n".encode()
+            if record.status in FINAL:
+                yield b"event: end\ndata: {}\n\n"
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), KEEPALIVE_SECONDS)
+            except TimeoutError:
                 yield b": keep-alive\n\n"
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(pause)
+    finally:
+        watch.unsubscribe(run_id, changed)
 
 
 def _run_out(record: RunRecord) -> RunOut:

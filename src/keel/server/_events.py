@@ -9,11 +9,19 @@ would emit, and costs the loop nothing. An event's id is its journal sequence nu
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
-from ..durable._store import Approval, RunRecord, Store
+import anyio.to_thread
+import sqlalchemy as sa
 
-__all__ = ["journal_events", "status_event"]
+from ..durable._store import Approval, RunRecord, Store, runs, steps
+
+__all__ = ["RunWatch", "journal_events", "status_event"]
+
+log = logging.getLogger("keel.server")
 
 MOVING = ("queued", "running")
 FINAL = ("done", "failed", "cancelled")
@@ -123,3 +131,71 @@ def status_event(record: RunRecord) -> dict[str, Any]:
             "output": (record.result or {}).get("output") if record.status == "done" else None,
         },
     }
+
+
+class RunWatch:
+    """One poller for every event stream of a process: wakes the streams whose run changed.
+
+    Each tick reads, for all watched runs at once, their status and the size of their journal (two
+    queries, whatever the number of clients); a stream whose run moved then reads its new events.
+
+    Args:
+        store: keel's tables.
+        interval: seconds between ticks. Default 0.1.
+    """
+
+    def __init__(self, store: Store, interval: float = 0.1) -> None:
+        self.store = store
+        self.interval = interval
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._seen: dict[str, tuple[Any, ...]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, run_id: str) -> asyncio.Event:
+        """An event set whenever the run changes (its status, or a step journaled)."""
+        changed = asyncio.Event()
+        self._watchers.setdefault(run_id, set()).add(changed)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return changed
+
+    def unsubscribe(self, run_id: str, changed: asyncio.Event) -> None:
+        """Stop waking `changed`."""
+        watchers = self._watchers.get(run_id)
+        if watchers is not None:
+            watchers.discard(changed)
+            if not watchers:
+                del self._watchers[run_id]
+                self._seen.pop(run_id, None)
+
+    async def _run(self) -> None:
+        while self._watchers:
+            ids = list(self._watchers)
+            try:
+                marks = await anyio.to_thread.run_sync(self._marks, ids)
+            except Exception:  # the database may be briefly unavailable: wake everyone to look for themselves
+                log.exception("watching runs failed")
+                marks = {run_id: ("?", time.monotonic()) for run_id in ids}
+            for run_id, mark in marks.items():
+                if self._seen.get(run_id) != mark:
+                    self._seen[run_id] = mark
+                    for changed in self._watchers.get(run_id, ()):
+                        changed.set()
+            await asyncio.sleep(self.interval)
+
+    def _marks(self, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        marks: dict[str, tuple[Any, ...]] = {run_id: ("missing",) for run_id in ids}
+        done = sa.func.sum(sa.case((steps.c.status == "done", 1), else_=0))
+        with self.store.engine.connect() as conn:
+            for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+                for run_id, status, segment in conn.execute(
+                    sa.select(runs.c.run_id, runs.c.status, runs.c.segment).where(runs.c.run_id.in_(chunk))
+                ):
+                    marks[run_id] = (status, segment)
+                for run_id, count, finished in conn.execute(
+                    sa.select(steps.c.run_id, sa.func.count(), done)
+                    .where(steps.c.run_id.in_(chunk))
+                    .group_by(steps.c.run_id)
+                ):
+                    marks[run_id] = (*marks[run_id], count, finished)
+        return marks
