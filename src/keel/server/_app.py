@@ -501,6 +501,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
     return app
 
 
+def _look(store: Any, run_id: str, after: int) -> tuple[RunRecord | None, list[dict[str, Any]]]:
+    """The run's entry and its events after `after`, read together on one worker thread."""
+    return store.get_run(run_id), journal_events(store, run_id, after)
+
+
 async def _sse(watch: RunWatch, store: Any, run_id: str, after: int) -> AsyncIterator[bytes]:
     """Send the run's new events each time the watch says it changed, until it finishes."""
     changed = watch.subscribe(run_id)
@@ -508,11 +513,10 @@ async def _sse(watch: RunWatch, store: Any, run_id: str, after: int) -> AsyncIte
     try:
         while True:
             changed.clear()  # cleared before looking: a change during the look wakes the next wait
-            record = await anyio.to_thread.run_sync(store.get_run, run_id)
+            record, events = await anyio.to_thread.run_sync(_look, store, run_id, after)
             if record is None:  # pruned while watched
                 yield b"event: end\ndata: {}\n\n"
                 return
-            events = await anyio.to_thread.run_sync(journal_events, store, run_id, after)
             for event in events:
                 after = int(event["id"])
                 yield f"id: {after}\nevent: {event['kind']}\ndata: {json.dumps(event, default=str)}\n\n".encode()

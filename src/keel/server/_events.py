@@ -38,7 +38,8 @@ def journal_events(store: Store, run_id: str, after: int = 0) -> list[dict[str, 
     journal = store.load_steps(run_id)
     if not journal or max(journal) <= after:
         return []
-    requests = {a.id: a for a in store.list_approvals(status=None, run_id=run_id)}
+    asks = any(name.startswith(("request:", "decision:")) for name, _, _ in journal.values())
+    requests = {a.id: a for a in store.list_approvals(status=None, run_id=run_id)} if asks else {}
     events: list[dict[str, Any]] = []
     pending_calls: list[dict[str, Any]] = []
     step = 0
