@@ -15,3 +15,19 @@ def test_every_public_name_is_documented() -> None:
     for name in keel.__all__:
         obj = getattr(keel, name)
         assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+def test_server_and_observe_subpackages_list_their_public_names() -> None:
+    import keel.observe
+    import keel.server
+
+    for package in (keel.server, keel.observe):
+        public = {
+            name
+            for name in dir(package)
+            if not name.startswith("_") and not isinstance(getattr(package, name), types.ModuleType)
+        }
+        assert set(package.__all__) == public, package.__name__
+        assert package.__all__ == sorted(package.__all__)
+        for name in package.__all__:
+            assert (getattr(package, name).__doc__ or "").strip(), f"{package.__name__}.{name} has no docstring"

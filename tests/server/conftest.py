@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -52,15 +51,13 @@ class Service:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-def start_service(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Service:
+def start_service(tmp: Path, *extra: str, db: str | None = None) -> Service:
     port = free_port()
-    db = f"sqlite:///{tmp / 'keel.db'}"
+    db = db or f"sqlite:///{tmp / 'keel.db'}"
     log = tmp / "serve.log"
     command = [sys.executable, "-m", "keel.cli", "serve", "--db", db, "--port", str(port), *extra, *TARGETS]
     with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
+        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     service = Service(f"http://127.0.0.1:{port}", db, process, log)
     deadline = time.monotonic() + 90
     with httpx.Client(timeout=2) as client:
