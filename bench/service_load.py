@@ -97,6 +97,7 @@ class Load:
         self.client, self.args = client, args
         self.latency: dict[str, list[float]] = {"submit": [], "get": [], "list": [], "events": []}
         self.errors: dict[str, int] = {kind: 0 for kind in self.latency}
+        self.why: dict[str, int] = {}
         self.runs: list[str] = []
         self.streams_done = 0
         self.first_run = asyncio.Event()
@@ -105,12 +106,14 @@ class Load:
         started = time.perf_counter()
         try:
             response = await self.client.request(method, path, **kwargs)
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             self.errors[kind] += 1
+            self.why[type(exc).__name__] = self.why.get(type(exc).__name__, 0) + 1
             return None
         self.latency[kind].append(time.perf_counter() - started)
         if response.status_code >= 400:
             self.errors[kind] += 1
+            self.why[f"HTTP {response.status_code}"] = self.why.get(f"HTTP {response.status_code}", 0) + 1
         return response
 
     async def submit(self, n: int) -> None:
@@ -186,7 +189,13 @@ async def drive(url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
         }
         for kind, values in [*load.latency.items(), ("all", everything)]
     }
-    return {"latency": rows, "submitted": len(load.runs), "done_sampled": finished, "streams_read": load.streams_done}
+    return {
+        "latency": rows,
+        "errors": load.why,
+        "submitted": len(load.runs),
+        "done_sampled": finished,
+        "streams_read": load.streams_done,
+    }
 
 
 def main() -> None:
@@ -236,6 +245,8 @@ def main() -> None:
             f"{kind:8} {row['count']:7d} {row['errors']:6d} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} "
             f"{row['p99_ms']:8.1f} {row['max_ms']:8.1f}"
         )
+    if result["errors"]:
+        print(f"errors: {result['errors']}")
     print(f"runs submitted {result['submitted']}, event streams read to the end {result['streams_read']}")
     print(
         f"service process: {result['server_cpu_s']:.1f} CPU s over {elapsed:.1f} s "
