@@ -395,8 +395,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         """Requests for a person's decision in your tenant, oldest first."""
         store = engine().store
         found = store.list_approvals(status=None if status == "all" else status, run_id=run_id, tenant=key.tenant)
-        names = {r.run_id: r.agent for r in store.list_runs(limit=10_000, tenant=key.tenant)} if found else {}
-        return [_approval_out(a, names.get(a.run_id)) for a in found]
+        return [_approval_out(a, agent) for a, agent in zip(found, _agents_of(store, found), strict=True)]
 
     @app.get("/v1/approvals/{approval_id}", tags=["approvals"], response_model=ApprovalOut, responses=ERRORS)
     def get_approval(approval_id: str, key: Caller) -> ApprovalOut:
@@ -532,6 +531,20 @@ async def _sse(watch: RunWatch, store: Any, run_id: str, after: int) -> AsyncIte
                 yield b": keep-alive\n\n"
     finally:
         watch.unsubscribe(run_id, changed)
+
+
+def _agents_of(store: Any, found: list[Approval]) -> list[str | None]:
+    """The agent of each approval's run, in one query."""
+    import sqlalchemy as sa
+
+    from ..durable._store import runs
+
+    ids = sorted({a.run_id for a in found})
+    names: dict[str, str] = {}
+    with store.engine.connect() as conn:
+        for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+            names.update(conn.execute(sa.select(runs.c.run_id, runs.c.agent).where(runs.c.run_id.in_(chunk))).all())
+    return [names.get(a.run_id) for a in found]
 
 
 def _run_out(record: RunRecord) -> RunOut:
