@@ -206,3 +206,43 @@ def test_window_stats_sum_up_the_runs_that_finished_in_the_window(tmp_path: Any)
     assert acme.steps_per_run == (2 + 2 + 2 + 1) / 4 and acme.latency_seconds is not None
     assert found["globex"].runs == 1
     assert window_stats(runtime._engine().store, start - 100, start) == []
+
+
+def test_the_window_watcher_alerts_on_runs_in_the_database_to_the_board_and_the_webhook(
+    tmp_path: Any, receiver: str
+) -> None:
+    import sys
+    import time
+    from pathlib import Path
+
+    from keel import Runtime
+    from keel.observe.anomaly import DetectorConfig, WindowWatcher
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from server.service_agents import calc
+
+    Receiver.failures = 0
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    runtime = Runtime(url)
+    board = AlertBoard()
+    webhook = WebhookSink(receiver, backoff=0.01)
+    config = DetectorConfig(min_history=2, min_runs=2, cooldown=1000)
+    watcher = WindowWatcher(url, board, [webhook], window=0.3, config=config)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 60
+        scored = 0
+        while scored < 4 and time.monotonic() < deadline:  # healthy windows: runs that complete
+            calc.run_sync("add 1 and 2", runtime=runtime, metadata={"tenant": "acme"})
+            scored = len(watcher.detector.history("acme", "calc", "error_rate"))
+        assert scored >= 4, "the watcher scored no windows"
+        assert board.active("acme") == []
+        while not board.active("acme") and time.monotonic() < deadline:  # then every run fails
+            calc.run_sync("please fail", runtime=runtime, metadata={"tenant": "acme"})
+        metrics = {a.metric for a in board.active("acme")}
+        assert {"error_rate", "completion_rate"} <= metrics, metrics
+        assert webhook.flush(timeout=30)
+        assert {body["metric"] for _, body in Receiver.received} >= {"error_rate", "completion_rate"}
+    finally:
+        watcher.stop()
+        webhook.close()

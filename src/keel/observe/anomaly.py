@@ -218,6 +218,11 @@ class AnomalyDetector:
                     log.exception("alert sink %r failed", sink)
         return raised
 
+    def history(self, tenant: str | None, agent: str, metric: str) -> list[float]:
+        """The window values the detector holds for one metric of one agent, oldest first."""
+        series = self._series.get((tenant, agent, metric))
+        return [] if series is None else list(series.values)
+
     def _judge(self, stats: WindowStats, metric: str, series: _Series, value: float, baseline: float) -> Alert | None:
         cfg = self.config
         for direction, alert in list(series.active.items()):
