@@ -55,7 +55,9 @@ def test_a_refund_approved_in_the_console_completes_and_its_timeline_shows_the_a
     key = console_service.key("acme")
     with console_service.client(key) as client:
         run_id = client.post("/v1/runs", json={"agent": "support", "task": "refund A-1004 249.00"}).json()["run_id"]
-        read_events(client, run_id, until="waiting")  # the refund waits for a person
+        edited_id = client.post("/v1/runs", json={"agent": "support", "task": "refund A-2 900.00"}).json()["run_id"]
+        read_events(client, run_id, until="waiting")  # the refunds wait for a person
+        read_events(client, edited_id, until="waiting")
 
     page.goto(console_service.url + "/")
     page.get_by_label("API key").fill("keel_wrong_key")
@@ -73,7 +75,18 @@ def test_a_refund_approved_in_the_console_completes_and_its_timeline_shows_the_a
     expect(card.locator('[data-field="arguments"]')).to_contain_text('"amount": "249.00"')
     card.get_by_label("note").fill("customer is gold tier")
     card.get_by_role("button", name="Approve").click()
+    expect(card).to_have_count(0)
+
+    other = page.locator(".approval").filter(has_text=edited_id)
+    other.get_by_role("button", name="Edit").click()
+    editor = other.get_by_label("edited arguments")
+    editor.fill(editor.input_value().replace("900.00", "90.00"))
+    other.get_by_label("note").fill("partial refund")
+    other.get_by_role("button", name="Edit").click()
     expect(page.locator("#approvals-empty")).to_be_visible()
+    with console_service.client(key) as client:
+        read_events(client, edited_id, until="end")
+        assert client.get(f"/v1/runs/{edited_id}").json()["output"] == "Refunded 90.00 on A-2."
 
     page.goto(f"{console_service.url}/#/runs/{run_id}")
     expect(page.locator('#run-summary [data-field="status"]')).to_have_text("done", timeout=30_000)
