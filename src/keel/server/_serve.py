@@ -81,7 +81,11 @@ def serve(
         watcher = WindowWatcher(config.database_url, config.alerts, default_sinks(webhook), window=anomaly_window)
         watcher.start()
     app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    # Idle keep-alive connections are kept 30 s (uvicorn's default is 5): a client reusing one just as the
+    # server closes it sees a dropped connection, which long-lived console and API clients would hit.
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=30)
+    )
     if on_ready is not None:
         on_ready(server)
     # uvicorn handles SIGINT and SIGTERM, then raises the signal again once it has stopped; with these
