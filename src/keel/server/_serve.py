@@ -48,7 +48,11 @@ def serve(
     provider = None
     if trace:
         from ..durable import add_observer
-        from ..observe.tracing import RunTracer, configure_tracing
+
+        try:
+            from ..observe.tracing import RunTracer, configure_tracing
+        except ImportError as exc:
+            raise ConfigError(f"--trace needs the otel extra: pip install 'keel[otel]' ({exc})") from None
 
         provider = configure_tracing("console" if trace == "console" else "otlp")
         add_observer(RunTracer(provider))
