@@ -5,7 +5,9 @@ import keel
 
 def test_all_matches_public_names() -> None:
     public = {
-        name for name in dir(keel) if not name.startswith("_") and not isinstance(getattr(keel, name), types.ModuleType)
+        name
+        for name in dir(keel)
+        if not name.startswith("_") and not isinstance(getattr(keel, name), types.ModuleType)
     }
     assert set(keel.__all__) == public
     assert keel.__all__ == sorted(keel.__all__)

@@ -65,13 +65,11 @@ async def test_invalid_arguments_are_rejected_named_and_never_executed() -> None
         received.append(amount)
         return f"refunded {amount} on {order_id}"
 
-    script = Recorder(
-        [
-            ToolCall("refund_order", {"order_id": "A-1", "amount": "ten"}),
-            ToolCall("refund_order", {"order_id": "A-1", "amount": "10.50"}),
-            "Refunded 10.50 on A-1.",
-        ]
-    )
+    script = Recorder([
+        ToolCall("refund_order", {"order_id": "A-1", "amount": "ten"}),
+        ToolCall("refund_order", {"order_id": "A-1", "amount": "10.50"}),
+        "Refunded 10.50 on A-1.",
+    ])
     events: list[RunEvent] = []
     agent = Agent("support", ScriptedModel(script), tools=[refund_order])
     result = await agent.run("refund A-1", runtime=Runtime.in_memory(), on_event=events.append)
@@ -108,13 +106,11 @@ async def test_tool_error_reaches_the_model_and_the_run_continues() -> None:
             raise ToolError(f"order {order_id} does not exist; check the order id")
         return "A-1: shipped"
 
-    script = Recorder(
-        [
-            ToolCall("lookup_order", {"order_id": "A-9999"}),
-            ToolCall("lookup_order", {"order_id": "A-1"}),
-            "A-1 has shipped.",
-        ]
-    )
+    script = Recorder([
+        ToolCall("lookup_order", {"order_id": "A-9999"}),
+        ToolCall("lookup_order", {"order_id": "A-1"}),
+        "A-1 has shipped.",
+    ])
     result = await Agent("support", ScriptedModel(script), tools=[lookup_order]).run(
         "where is my order", runtime=Runtime.in_memory()
     )
@@ -148,13 +144,11 @@ async def test_unexpected_exception_fails_the_run_and_keeps_the_messages() -> No
         warehouses: dict[str, str] = {}
         return warehouses["north"]  # KeyError: a bug in the tool, not a failure the model should handle
 
-    model = ScriptedModel(
-        [
-            ToolCall("lookup_order", {"order_id": "A-1"}),
-            ToolCall("ship_order", {"order_id": "A-1"}),
-            "never reached",
-        ]
-    )
+    model = ScriptedModel([
+        ToolCall("lookup_order", {"order_id": "A-1"}),
+        ToolCall("ship_order", {"order_id": "A-1"}),
+        "never reached",
+    ])
     events: list[RunEvent] = []
     result = await Agent("support", model, tools=[lookup_order, ship_order]).run(
         "ship A-1", runtime=Runtime.in_memory(), on_event=events.append
@@ -260,13 +254,11 @@ async def test_one_invalid_call_in_a_turn_stops_every_call_in_it() -> None:
         added.append((a, b))
         return a + b
 
-    script = Recorder(
-        [
-            [ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": "one", "b": 2})],
-            [ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4})],
-            "3 and 7.",
-        ]
-    )
+    script = Recorder([
+        [ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": "one", "b": 2})],
+        [ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4})],
+        "3 and 7.",
+    ])
     result = await Agent("calc", ScriptedModel(script), tools=[add]).run("add", runtime=Runtime.in_memory())
 
     assert result.status == "done"

@@ -164,148 +164,43 @@ LINE_ITEM_SCHEMA = {
 # (tool, field, property schema, required?, $defs, valid value, validated value, invalid value, error fragment)
 CASES = [
     pytest.param(set_note, "note", {"type": "string"}, True, None, "hi", "hi", 42, "valid string", id="str"),
-    pytest.param(set_quantity, "quantity", {"type": "integer"}, True, None, 3, 3, "three", "valid integer", id="int"),
-    pytest.param(set_price, "price", {"type": "number"}, True, None, 2.5, 2.5, "cheap", "valid number", id="float"),
-    pytest.param(set_gift, "gift", {"type": "boolean"}, True, None, True, True, "maybe", "valid boolean", id="bool"),
-    pytest.param(
-        set_speed,
-        "speed",
-        {"type": "string", "enum": ["slow", "fast"]},
-        True,
-        None,
-        "fast",
-        "fast",
-        "medium",
-        "'slow' or 'fast'",
-        id="Literal",
-    ),
-    pytest.param(
-        set_currency,
-        "currency",
-        {"$ref": "#/$defs/Currency"},
-        True,
-        {"Currency": {"type": "string", "enum": ["EUR", "USD"]}},
-        "USD",
-        Currency.USD,
-        "GBP",
-        "'EUR' or 'USD'",
-        id="str-Enum",
-    ),
-    pytest.param(
-        set_priority,
-        "priority",
-        {"$ref": "#/$defs/Priority"},
-        True,
-        {"Priority": {"type": "integer", "enum": [1, 2, 3]}},
-        3,
-        Priority.HIGH,
-        7,
-        "1, 2 or 3",
-        id="int-Enum",
-    ),
-    pytest.param(
-        set_label,
-        "label",
-        {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
-        False,
-        None,
-        None,
-        None,
-        5,
-        "valid string",
-        id="Optional",
-    ),
-    pytest.param(
-        list_orders,
-        "limit",
-        {"type": "integer", "default": 10},
-        False,
-        None,
-        25,
-        25,
-        "many",
-        "valid integer",
-        id="default",
-    ),
-    pytest.param(
-        cancel_orders,
-        "ids",
-        {"type": "array", "items": {"type": "integer"}},
-        True,
-        None,
-        [1, 2],
-        [1, 2],
-        [1, "two"],
-        "valid integer",
-        id="list[int]",
-    ),
-    pytest.param(
-        add_items,
-        "items",
-        {"type": "array", "items": {"$ref": "#/$defs/LineItem"}},
-        True,
-        {"LineItem": LINE_ITEM_SCHEMA},
-        [{"sku": "A", "quantity": 2}],
-        [LineItem(sku="A", quantity=2)],
-        [{"sku": "A"}],
-        "is required",
-        id="list[model]",
-    ),
-    pytest.param(
-        set_stock,
-        "stock",
-        {"type": "object", "additionalProperties": {"type": "integer"}},
-        True,
-        None,
-        {"A": 1},
-        {"A": 1},
-        {"A": "lots"},
-        "valid integer",
-        id="dict[str,int]",
-    ),
-    pytest.param(
-        register_customer,
-        "customer",
-        {"$ref": "#/$defs/Customer"},
-        True,
-        {
-            "Address": ADDRESS_SCHEMA,
-            "Customer": {
-                "type": "object",
-                "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/Address"}},
-                "required": ["name", "address"],
-            },
-        },
-        {"name": "Ada", "address": {"street": "1 Main St", "city": "Oslo"}},
-        Customer(name="Ada", address=Address(street="1 Main St", city="Oslo")),
-        {"name": "Ada", "address": {"street": "1 Main St"}},
-        "is required",
-        id="nested-model",
-    ),
-    pytest.param(
-        refund_order,
-        "amount",
-        {"anyOf": [{"type": "number"}, {"type": "string"}]},
-        True,
-        None,
-        "10.50",
-        Decimal("10.50"),
-        "ten",
-        "valid decimal",
-        id="Decimal",
-    ),
-    pytest.param(
-        schedule,
-        "at",
-        {"type": "string", "format": "date-time"},
-        True,
-        None,
-        "2024-05-01T12:30:00Z",
-        datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
-        "next tuesday",
-        "valid datetime",
-        id="datetime",
-    ),
+    pytest.param(set_quantity, "quantity", {"type": "integer"}, True, None, 3, 3, "three", "valid integer",
+                 id="int"),
+    pytest.param(set_price, "price", {"type": "number"}, True, None, 2.5, 2.5, "cheap", "valid number",
+                 id="float"),
+    pytest.param(set_gift, "gift", {"type": "boolean"}, True, None, True, True, "maybe", "valid boolean",
+                 id="bool"),
+    pytest.param(set_speed, "speed", {"type": "string", "enum": ["slow", "fast"]}, True, None, "fast", "fast",
+                 "medium", "'slow' or 'fast'", id="Literal"),
+    pytest.param(set_currency, "currency", {"$ref": "#/$defs/Currency"}, True,
+                 {"Currency": {"type": "string", "enum": ["EUR", "USD"]}}, "USD", Currency.USD, "GBP",
+                 "'EUR' or 'USD'", id="str-Enum"),
+    pytest.param(set_priority, "priority", {"$ref": "#/$defs/Priority"}, True,
+                 {"Priority": {"type": "integer", "enum": [1, 2, 3]}}, 3, Priority.HIGH, 7, "1, 2 or 3",
+                 id="int-Enum"),
+    pytest.param(set_label, "label", {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}, False,
+                 None, None, None, 5, "valid string", id="Optional"),
+    pytest.param(list_orders, "limit", {"type": "integer", "default": 10}, False, None, 25, 25, "many",
+                 "valid integer", id="default"),
+    pytest.param(cancel_orders, "ids", {"type": "array", "items": {"type": "integer"}}, True, None, [1, 2],
+                 [1, 2], [1, "two"], "valid integer", id="list[int]"),
+    pytest.param(add_items, "items", {"type": "array", "items": {"$ref": "#/$defs/LineItem"}}, True,
+                 {"LineItem": LINE_ITEM_SCHEMA}, [{"sku": "A", "quantity": 2}], [LineItem(sku="A", quantity=2)],
+                 [{"sku": "A"}], "is required", id="list[model]"),
+    pytest.param(set_stock, "stock", {"type": "object", "additionalProperties": {"type": "integer"}}, True, None,
+                 {"A": 1}, {"A": 1}, {"A": "lots"}, "valid integer", id="dict[str,int]"),
+    pytest.param(register_customer, "customer", {"$ref": "#/$defs/Customer"}, True,
+                 {"Address": ADDRESS_SCHEMA, "Customer": {
+                     "type": "object",
+                     "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/Address"}},
+                     "required": ["name", "address"]}},
+                 {"name": "Ada", "address": {"street": "1 Main St", "city": "Oslo"}},
+                 Customer(name="Ada", address=Address(street="1 Main St", city="Oslo")),
+                 {"name": "Ada", "address": {"street": "1 Main St"}}, "is required", id="nested-model"),
+    pytest.param(refund_order, "amount", {"anyOf": [{"type": "number"}, {"type": "string"}]}, True, None,
+                 "10.50", Decimal("10.50"), "ten", "valid decimal", id="Decimal"),
+    pytest.param(schedule, "at", {"type": "string", "format": "date-time"}, True, None, "2024-05-01T12:30:00Z",
+                 datetime(2024, 5, 1, 12, 30, tzinfo=UTC), "next tuesday", "valid datetime", id="datetime"),
 ]
 
 # Where the invalid value of each case fails, below the argument itself.
@@ -319,15 +214,8 @@ ERROR_LOCATIONS = {
 
 @pytest.mark.parametrize(("t", "field", "prop", "required", "defs", "valid", "value", "invalid", "error"), CASES)
 def test_schema_shape(
-    t: Tool,
-    field: str,
-    prop: dict[str, Any],
-    required: bool,
-    defs: dict[str, Any] | None,
-    valid: Any,
-    value: Any,
-    invalid: Any,
-    error: str,
+    t: Tool, field: str, prop: dict[str, Any], required: bool, defs: dict[str, Any] | None, valid: Any,
+    value: Any, invalid: Any, error: str,
 ) -> None:
     schema = t.parameters
     assert schema["type"] == "object"
@@ -340,15 +228,8 @@ def test_schema_shape(
 
 @pytest.mark.parametrize(("t", "field", "prop", "required", "defs", "valid", "value", "invalid", "error"), CASES)
 def test_valid_call_validates_to_python_values(
-    t: Tool,
-    field: str,
-    prop: dict[str, Any],
-    required: bool,
-    defs: dict[str, Any] | None,
-    valid: Any,
-    value: Any,
-    invalid: Any,
-    error: str,
+    t: Tool, field: str, prop: dict[str, Any], required: bool, defs: dict[str, Any] | None, valid: Any,
+    value: Any, invalid: Any, error: str,
 ) -> None:
     kwargs = t.validate({field: valid})
     assert kwargs == {field: value}
@@ -359,15 +240,8 @@ def test_valid_call_validates_to_python_values(
 
 @pytest.mark.parametrize(("t", "field", "prop", "required", "defs", "valid", "value", "invalid", "error"), CASES)
 def test_invalid_call_names_tool_and_field(
-    t: Tool,
-    field: str,
-    prop: dict[str, Any],
-    required: bool,
-    defs: dict[str, Any] | None,
-    valid: Any,
-    value: Any,
-    invalid: Any,
-    error: str,
+    t: Tool, field: str, prop: dict[str, Any], required: bool, defs: dict[str, Any] | None, valid: Any,
+    value: Any, invalid: Any, error: str,
 ) -> None:
     with pytest.raises(ToolArgumentsError) as info:
         t.validate({field: invalid})
@@ -462,9 +336,7 @@ def test_args_descriptions_land_in_the_schema() -> None:
     assert props["order_id"]["description"] == "the order's id, as printed on the receipt."
     assert props["amount"]["description"] == "how much to refund, in the order's currency;\nnever more than was paid."
     assert props["reason"] == {
-        "type": "string",
-        "default": "customer request",
-        "description": "why, for the audit log.",
+        "type": "string", "default": "customer request", "description": "why, for the audit log."
     }
     assert refund.parameters["required"] == ["order_id", "amount"]
 
@@ -583,9 +455,8 @@ def test_every_bad_field_is_named() -> None:
     assert "refund: unexpected argument 'extra'; remove it" in message
 
 
-@pytest.mark.parametrize(
-    ("arguments", "kind"), [(["A-1", "5"], "list"), ("A-1", "str"), (None, "NoneType"), (5, "int")]
-)
+@pytest.mark.parametrize(("arguments", "kind"), [(["A-1", "5"], "list"), ("A-1", "str"), (None, "NoneType"),
+                                                  (5, "int")])
 def test_non_object_arguments_are_rejected(arguments: Any, kind: str) -> None:
     with pytest.raises(ToolArgumentsError) as info:
         refund.validate(arguments)
@@ -657,11 +528,8 @@ def test_structured_results_serialise_to_json(t: Tool, expected: Any) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        pytest.param(
-            Receipt(order_id="A-1", amount=Decimal("10.50"), at=datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
-            RECEIPT_JSON,
-            id="pydantic-model",
-        ),
+        pytest.param(Receipt(order_id="A-1", amount=Decimal("10.50"), at=datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
+                     RECEIPT_JSON, id="pydantic-model"),
         pytest.param(Shipment("TRK1", 1.5), {"tracking": "TRK1", "weight_kg": 1.5}, id="dataclass"),
         pytest.param(Decimal("10.50"), "10.50", id="Decimal"),
         pytest.param(datetime(2024, 5, 1, 12, 30, tzinfo=UTC), "2024-05-01T12:30:00Z", id="datetime"),
@@ -798,11 +666,7 @@ def test_metadata_is_kept() -> None:
     t = tool(side_effects=True, idempotent=True, requires_approval=True, fallback=fallback)(refund.func)
     assert (t.side_effects, t.idempotent, t.requires_approval, t.fallback) == (True, True, True, fallback)
     assert (refund.side_effects, refund.idempotent, refund.requires_approval, refund.fallback) == (
-        False,
-        False,
-        False,
-        None,
-    )
+        False, False, False, None)
 
 
 def test_bare_and_called_decorator_build_the_same_tool() -> None:

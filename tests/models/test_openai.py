@@ -312,7 +312,6 @@ def test_envelope_schema_hoists_definitions_per_tool() -> None:
 )
 def test_llama_cpp_accepts_envelope_schema(tools: list[dict[str, Any]]) -> None:
     import xllamacpp
-
     grammar = xllamacpp.json_schema_to_grammar(envelope_schema(tools))
     assert isinstance(grammar, str)
     assert grammar
