@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from keel import Runtime
+from keel import Runtime, UsageError
 from keel.observe.feedback import list_feedback, record_feedback
 from keel.observe.metrics import render, timeseries
 
@@ -98,11 +98,11 @@ def test_feedback_from_the_command_line_and_its_errors(tmp_path: Path) -> None:
     ok = keel(result.run_id, "--thumbs", "up", "--score", "3", "--comment", "fine", "--json")
     assert ok.returncode == 0, ok.stderr
     assert '"satisfaction": 0.5' in ok.stdout
-    bad = keel(result.run_id, "--score", "7")
-    assert bad.returncode == 2 and "score must be a whole number from 1 to 5" in bad.stderr
-    none = keel(result.run_id)
-    assert none.returncode == 2 and "give thumbs" in none.stderr
     missing = keel("run_nope", "--thumbs", "up")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    with pytest.raises(UsageError, match="score must be a whole number from 1 to 5"):
+        record_feedback(Runtime(url)._engine().store, result.run_id, score=7)
+    with pytest.raises(UsageError, match="give thumbs"):
+        record_feedback(Runtime(url)._engine().store, result.run_id)
     [stored] = list_feedback(Runtime(url)._engine().store, run_id=result.run_id)
     assert (stored.thumbs, stored.score, stored.comment) == ("up", 3, "fine")

@@ -166,6 +166,41 @@ def test_bad_input_gets_the_right_4xx_naming_the_problem(service: Service, key: 
         assert "unknown or revoked" in forged.get("/v1/runs").json()["message"]
 
 
+def test_keys_from_the_command_line_are_stored_hashed_and_can_be_revoked(service: Service) -> None:
+    import json
+
+    import sqlalchemy as sa
+
+    made = service.keel("keys", "create", "--tenant", "cli-tenant", "--name", "ops", "--json")
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    secret, key_id = created["key"], created["key_id"]
+    with service.client(secret) as client:
+        assert client.get("/v1/me").json() == {
+            "key_id": key_id,
+            "tenant": "cli-tenant",
+            "name": "ops",
+            "agents": ["calc", "support"],
+        }
+    listed = service.keel("keys", "list", "--tenant", "cli-tenant")
+    assert key_id in listed.stdout and "active" in listed.stdout and secret not in listed.stdout
+    engine = sa.create_engine(service.db)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT key_hash FROM keel_api_keys WHERE key_id = :k"), {"k": key_id}).scalar()
+    engine.dispose()
+    assert stored and secret not in stored and len(stored) == 64  # only the SHA-256 is kept
+
+    unused = service.keel("keys", "create", "--tenant", "cli-tenant", "--json")
+    unused_secret, unused_id = json.loads(unused.stdout)["key"], json.loads(unused.stdout)["key_id"]
+    assert service.keel("keys", "revoke", unused_id).returncode == 0
+    with service.client(unused_secret) as client:
+        assert client.get("/v1/runs").status_code == 401
+    again = service.keel("keys", "revoke", unused_id)
+    assert again.returncode == 2 and "already revoked" in again.stderr
+    bad = service.keel("keys", "create", "--tenant", "no spaces allowed")
+    assert bad.returncode == 2 and "is not valid" in bad.stderr
+
+
 def test_health_and_openapi(service: Service) -> None:
     with service.client(None) as client:
         assert client.get("/healthz").text == "ok"
