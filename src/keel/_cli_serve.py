@@ -133,6 +133,9 @@ def serve(
         str | None,
         typer.Option("--trace", help="OpenTelemetry spans to 'console' or 'otlp' (OTEL_EXPORTER_OTLP_ENDPOINT)"),
     ] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="run the runs here too, or leave them to `keel worker`s")
+    ] = True,
 ) -> None:
     """Serve the HTTP API and web console, with a worker for the given agents."""
     if not targets:
@@ -170,5 +173,6 @@ def serve(
             anomaly_window=anomaly_window,
             webhook=webhook,
             trace=trace,
+            worker=worker,
             on_ready=ready,
         )

@@ -29,13 +29,15 @@ def serve(
     anomaly_window: float = 60.0,
     webhook: str | None = None,
     trace: str | None = None,
+    worker: bool = True,
     on_ready: Any = None,
 ) -> None:
     """Run the service until SIGINT or SIGTERM.
 
     The worker starts first (on its own thread) and the API once the worker's engine has launched, so
     the two share one durable engine: runs started through the API are served by this process, and by
-    any other worker on the same database.
+    any other worker on the same database. With `worker` False the process serves the API only, and
+    `keel worker` processes on the same database run the runs.
 
     Raises:
         ConfigError: the worker failed to start.
@@ -73,8 +75,9 @@ def serve(
             launched.set()
 
     thread = threading.Thread(target=work, name="keel-worker", daemon=True)
-    thread.start()
-    launched.wait()
+    if worker:
+        thread.start()
+        launched.wait()
     if failures:
         raise ConfigError(f"the worker could not start: {failures[0]}") from failures[0]
     watcher = None
@@ -103,7 +106,8 @@ def serve(
         if watcher is not None:
             watcher.stop()
         stop.set()
-        thread.join(timeout=30)
+        if worker:
+            thread.join(timeout=30)
         if provider is not None:
             provider.shutdown()  # flushes the spans still batched
         for sig, handler in previous.items():
