@@ -49,10 +49,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(db: str, port: int, log: Path, tool_seconds: float) -> subprocess.Popen[bytes]:
+def start(db: str, port: int, log: Path, tool_seconds: float, workers: int) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "keel.cli", "serve", f"{AGENT}:calc", "--db", db, "--port", str(port),
-        "--rate", "1000000", "--burst", "1000000", "--anomaly-window", "0",
+        "--rate", "1000000", "--burst", "1000000", "--anomaly-window", "0", *(["--no-worker"] if workers else []),
     ]  # fmt: skip
     with log.open("wb") as sink:
         env = {**os.environ, "BENCH_TOOL_SECONDS": str(tool_seconds)}
@@ -204,13 +204,27 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="run the runs in this many `keel worker` processes (API-only service)"
+    )
     parser.add_argument("--tool-seconds", type=float, default=3.0, help="how long the agent's tool call takes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or f"sqlite:///{Path(tmp) / 'keel.db'}"
         port = free_port()
-        process = start(db, port, Path(tmp) / "serve.log", args.tool_seconds)
+        process = start(db, port, Path(tmp) / "serve.log", args.tool_seconds, args.workers)
+        env = {**os.environ, "BENCH_TOOL_SECONDS": str(args.tool_seconds)}
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "keel.cli", "worker", f"{AGENT}:calc", "--db", db, "--id", f"bench-{i}"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            for i in range(args.workers)
+        ]
         try:
             made = subprocess.run(
                 [sys.executable, "-m", "keel.cli", "keys", "create", "--tenant", "bench", "--db", db, "--json"],
@@ -219,26 +233,33 @@ def main() -> None:
             key = json.loads(made.stdout)["key"]
             before = os.getloadavg()
             cpu0, wait0 = cpu_and_wait(process.pid)
+            wcpu0 = sum(cpu_and_wait(w.pid)[0] for w in workers)
             started = time.monotonic()
             client_cpu = time.process_time()
             result = asyncio.run(drive(f"http://127.0.0.1:{port}", key, args))
             client_cpu = time.process_time() - client_cpu
             elapsed = time.monotonic() - started
             cpu1, wait1 = cpu_and_wait(process.pid)
+            wcpu = sum(cpu_and_wait(w.pid)[0] for w in workers) - wcpu0
             after = os.getloadavg()
         finally:
-            process.terminate()
-            process.wait(30)
+            for child in [process, *workers]:
+                child.terminate()
+            for child in [process, *workers]:
+                child.wait(30)
     result.update(
         clients=args.clients, rate=args.rate, duration=args.duration, db=db.split("://")[0],
         tool_seconds=args.tool_seconds, server_cpu_s=cpu1 - cpu0, server_runqueue_wait_s=wait1 - wait0,
-        elapsed_s=elapsed, client_cpu_s=client_cpu,
+        elapsed_s=elapsed, client_cpu_s=client_cpu, workers=args.workers, workers_cpu_s=wcpu,
         loadavg_before=before, loadavg_after=after, cpus=os.cpu_count(),
     )  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.clients} event-stream clients, {args.rate:g} runs/s for {args.duration:g} s on {result['db']}")
+    where = f"{args.workers} worker processes" if args.workers else "the service's own worker"
+    print(
+        f"{args.clients} event-stream clients, {args.rate:g} runs/s for {args.duration:g} s on {result['db']}, {where}"
+    )
     print(f"{'kind':8} {'count':>7} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for kind, row in result["latency"].items():
         print(
@@ -253,6 +274,8 @@ def main() -> None:
         f"({result['server_cpu_s'] / max(1, result['submitted']) * 1000:.1f} ms CPU per run submitted, all work "
         f"included); its threads waited {result['server_runqueue_wait_s']:.1f} s for a CPU (other processes' load)"
     )
+    if args.workers:
+        print(f"{args.workers} worker processes: {wcpu:.1f} CPU s")
     print(f"the load's clients (this process): {client_cpu:.1f} CPU s")
     print(f"load average before {before[0]:.2f} after {after[0]:.2f} ({os.cpu_count()} CPUs)")
 
