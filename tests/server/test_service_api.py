@@ -136,6 +136,12 @@ def test_feedback_is_recorded_and_validated(service: Service, key: str) -> None:
         assert client.post(f"/v1/runs/{run_id}/feedback", json={"score": 9}).json()["fields"][0]["field"] == "score"
         assert client.post(f"/v1/runs/{run_id}/feedback", json={}).status_code == 422
         assert [f["comment"] for f in client.get(f"/v1/runs/{run_id}").json()["feedback"]] == ["quick"]
+        stats = client.get("/v1/stats", params={"hours": 1, "buckets": 6}).json()
+        assert len(stats["points"]) == 6 and stats["to"] > stats["from"]
+        assert sum(p["runs"] for p in stats["points"]) >= 1
+        assert stats["points"][-1]["satisfaction"] == 0.75
+        assert client.get("/v1/alerts").json() == {"alerts": []}  # detection is off in this service
+        assert client.get("/v1/stats", params={"hours": 0}).json()["fields"][0]["field"] == "hours"
 
 
 def test_bad_input_gets_the_right_4xx_naming_the_problem(service: Service, key: str) -> None:

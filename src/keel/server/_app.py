@@ -23,12 +23,15 @@ from ._events import FINAL, RunWatch, journal_events, status_event
 from ._keys import ApiKey, KeyRing
 from ._limits import BodyLimit, RateLimiter
 from ._schemas import (
+    AlertOut,
+    AlertsOut,
     ApprovalOut,
     ApproveIn,
     EditIn,
     ErrorOut,
     FeedbackIn,
     FeedbackOut,
+    MeOut,
     RejectIn,
     ResolveIn,
     RunCreate,
@@ -36,6 +39,7 @@ from ._schemas import (
     RunDetail,
     RunList,
     RunOut,
+    StatsOut,
 )
 
 if TYPE_CHECKING:
@@ -467,27 +471,28 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
         return Response(render(engine().store, key.tenant), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/stats", tags=["monitoring"], responses=ERRORS)
+    @app.get("/v1/stats", tags=["monitoring"], response_model=StatsOut, responses=ERRORS, response_model_by_alias=True)
     def stats(
         key: Caller,
         hours: Annotated[float, Query(gt=0, le=24 * 90, description="how far back")] = 24.0,
         buckets: Annotated[int, Query(ge=1, le=500, description="how many time buckets")] = 24,
-    ) -> dict[str, Any]:
+    ) -> StatsOut:
         """Completion rate, error rate, steps, cost and satisfaction over time, for charts."""
         from ..observe.metrics import timeseries
 
-        return timeseries(engine().store, key.tenant, hours=hours, buckets=buckets)
+        return StatsOut.model_validate(timeseries(engine().store, key.tenant, hours=hours, buckets=buckets))
 
-    @app.get("/v1/alerts", tags=["monitoring"], responses=ERRORS)
-    def alerts(key: Caller) -> dict[str, Any]:
+    @app.get("/v1/alerts", tags=["monitoring"], response_model=AlertsOut, responses=ERRORS)
+    def alerts(key: Caller) -> AlertsOut:
         """Active anomaly alerts on your tenant's agents."""
         board = config.alerts
-        return {"alerts": [] if board is None else [a.to_dict() for a in board.active(key.tenant)]}
+        found = [] if board is None else [AlertOut(**a.to_dict()) for a in board.active(key.tenant)]
+        return AlertsOut(alerts=found)
 
-    @app.get("/v1/me", tags=["monitoring"], responses=ERRORS)
-    def me(key: Caller) -> dict[str, Any]:
+    @app.get("/v1/me", tags=["monitoring"], response_model=MeOut, responses=ERRORS)
+    def me(key: Caller) -> MeOut:
         """The caller's key and tenant, and the agents served."""
-        return {"key_id": key.key_id, "tenant": key.tenant, "name": key.name, "agents": sorted(agents)}
+        return MeOut(key_id=key.key_id, tenant=key.tenant, name=key.name, agents=sorted(agents))
 
     # -- console ------------------------------------------------------------------------------
     if CONSOLE.is_dir():

@@ -7,12 +7,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AlertOut",
+    "AlertsOut",
     "ApprovalOut",
     "ApproveIn",
     "EditIn",
     "ErrorOut",
     "FeedbackIn",
     "FeedbackOut",
+    "MeOut",
     "RejectIn",
     "ResolveIn",
     "RunCreate",
@@ -20,6 +23,8 @@ __all__ = [
     "RunDetail",
     "RunList",
     "RunOut",
+    "StatsOut",
+    "StatsPoint",
 ]
 
 MetaValue = str | int | float | bool | None
@@ -157,3 +162,56 @@ class ResolveIn(_In):
     decision: Literal["retry", "skip", "fail", "continue"]
     note: str | None = Field(default=None, max_length=10_000)
     result: str | None = Field(default=None, max_length=100_000, description="the result of a skipped call")
+
+
+class StatsPoint(BaseModel):
+    """One time bucket of the charts (None where the bucket has no data)."""
+
+    start: float
+    runs: int
+    completion_rate: float | None
+    error_rate: float | None
+    steps_per_run: float | None
+    cost_per_run: float | None
+    satisfaction: float | None
+
+
+class StatsOut(BaseModel):
+    """Completion rate, error rate, steps, cost and satisfaction over time."""
+
+    from_: float = Field(alias="from")
+    to: float
+    bucket_seconds: float
+    points: list[StatsPoint]
+
+
+class AlertOut(BaseModel):
+    """An active anomaly alert."""
+
+    id: str
+    key: str
+    tenant: str | None
+    agent: str
+    metric: str
+    direction: str
+    value: float
+    baseline: float
+    score: float
+    window_end: float
+    message: str
+    raised_at: float
+
+
+class AlertsOut(BaseModel):
+    """Active anomaly alerts."""
+
+    alerts: list[AlertOut]
+
+
+class MeOut(BaseModel):
+    """The caller's key and tenant, and the agents served."""
+
+    key_id: str
+    tenant: str
+    name: str | None
+    agents: list[str]
