@@ -208,7 +208,7 @@ def test_window_stats_sum_up_the_runs_that_finished_in_the_window(tmp_path: Any)
     assert window_stats(runtime._engine().store, start - 100, start) == []
 
 
-def test_the_window_watcher_alerts_on_runs_in_the_database_to_the_board_and_the_webhook(
+def test_watchers_in_two_processes_raise_each_alert_once_in_the_database_and_to_the_webhook(
     tmp_path: Any, receiver: str
 ) -> None:
     import sys
@@ -216,7 +216,8 @@ def test_the_window_watcher_alerts_on_runs_in_the_database_to_the_board_and_the_
     from pathlib import Path
 
     from keel import Runtime
-    from keel.observe.anomaly import DetectorConfig, WindowWatcher
+    from keel.durable import Store, make_engine
+    from keel.observe.anomaly import DatabaseAlerts, DetectorConfig, WindowWatcher
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from server.service_agents import calc
@@ -224,25 +225,38 @@ def test_the_window_watcher_alerts_on_runs_in_the_database_to_the_board_and_the_
     Receiver.failures = 0
     url = f"sqlite:///{tmp_path / 'keel.db'}"
     runtime = Runtime(url)
-    board = AlertBoard()
     webhook = WebhookSink(receiver, backoff=0.01)
     config = DetectorConfig(min_history=2, min_runs=2, cooldown=1000)
-    watcher = WindowWatcher(url, board, [webhook], window=0.3, config=config)
-    watcher.start()
+    boards = [DatabaseAlerts(Store(make_engine(url))) for _ in range(2)]  # as two service processes would
+    watchers = [WindowWatcher(url, board, [webhook], window=0.3, config=config) for board in boards]
+    for watcher in watchers:
+        watcher.start()
     try:
         deadline = time.monotonic() + 60
-        scored = 0
-        while scored < 4 and time.monotonic() < deadline:  # healthy windows: runs that complete
-            calc.run_sync("add 1 and 2", runtime=runtime, metadata={"tenant": "acme"})
-            scored = len(watcher.detector.history("acme", "calc", "error_rate"))
-        assert scored >= 4, "the watcher scored no windows"
-        assert board.active("acme") == []
-        while not board.active("acme") and time.monotonic() < deadline:  # then every run fails
-            calc.run_sync("please fail", runtime=runtime, metadata={"tenant": "acme"})
-        metrics = {a.metric for a in board.active("acme")}
-        assert {"error_rate", "completion_rate"} <= metrics, metrics
+        while (
+            time.monotonic() < deadline
+            and min(len(w.detector.history("acme", "calc", "error_rate")) for w in watchers) < 4
+        ):
+            calc.run_sync("add 1 and 2", runtime=runtime, metadata={"tenant": "acme"})  # healthy windows
+        assert all(len(w.detector.history("acme", "calc", "error_rate")) >= 4 for w in watchers)
+        assert boards[0].active("acme") == []
+        while not {"error_rate", "completion_rate"} <= {a.metric for a in boards[0].active("acme")}:
+            assert time.monotonic() < deadline, "no alert"
+            calc.run_sync("please fail", runtime=runtime, metadata={"tenant": "acme"})  # then every run fails
         assert webhook.flush(timeout=30)
-        assert {body["metric"] for _, body in Receiver.received} >= {"error_rate", "completion_rate"}
+        for watcher in watchers:  # both processes have scored the failing windows by now
+            while len(watcher.detector.history("acme", "calc", "error_rate")) < len(
+                watchers[0].detector.history("acme", "calc", "error_rate")
+            ):
+                assert time.monotonic() < deadline
+                calc.run_sync("please fail", runtime=runtime, metadata={"tenant": "acme"})
     finally:
-        watcher.stop()
+        for watcher in watchers:
+            watcher.stop()
         webhook.close()
+    shown = boards[1].active("acme")  # the other process's console shows the same alerts
+    assert {a.key for a in shown} == {a.key for a in boards[0].active("acme")}
+    assert boards[1].active("globex") == []
+    delivered = [body["key"] for _, body in Receiver.received]
+    assert {"acme/calc/error_rate/high", "acme/calc/completion_rate/low"} <= set(delivered)
+    assert len(delivered) == len(set(delivered))  # each alert went out once, from one of the two processes

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from ..exceptions import UsageError
 
-__all__ = ["Approval", "RunRecord", "Store", "api_keys", "feedback"]
+__all__ = ["Approval", "RunRecord", "Store", "alerts", "api_keys", "feedback"]
 
 metadata = sa.MetaData()
 
@@ -191,9 +191,29 @@ feedback = sa.Table(
     sa.Index("keel_feedback_tenant", "tenant", "created_at"),
 )
 
+alerts = sa.Table(
+    "keel_alerts",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # from key and window: every process raises the same id
+    sa.Column("key", sa.String(300), nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=True),
+    sa.Column("agent", sa.String(64), nullable=False),
+    sa.Column("metric", sa.String(40), nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("baseline", sa.Float, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("window_end", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("raised_at", sa.Float, nullable=False),
+    sa.Column("resolved_at", sa.Float, nullable=True),
+    sa.Index("keel_alerts_active", "key", "resolved_at"),
+)
+
 MIGRATIONS: list[list[sa.Table]] = [
     [runs, steps, approvals, workers],
-    [api_keys, feedback],  # the HTTP service: API keys (hashed) mapped to tenants; users' feedback on runs
+    # the HTTP service: API keys (hashed) mapped to tenants; users' feedback on runs; anomaly alerts
+    [api_keys, feedback, alerts],
 ]
 """Migration N creates (or alters) these tables; append, never edit, to change the schema."""
 

@@ -4,13 +4,14 @@
 ``otel`` extra; import them by name. Nothing here is imported by ``import keel``.
 """
 
-from .anomaly import Alert, AlertBoard, AnomalyDetector, DetectorConfig, WebhookSink, WindowStats
+from .anomaly import Alert, AlertBoard, AnomalyDetector, DatabaseAlerts, DetectorConfig, WebhookSink, WindowStats
 from .feedback import Feedback, list_feedback, record_feedback
 
 __all__ = [
     "Alert",
     "AlertBoard",
     "AnomalyDetector",
+    "DatabaseAlerts",
     "DetectorConfig",
     "Feedback",
     "WebhookSink",

@@ -43,6 +43,7 @@ __all__ = [
     "Alert",
     "AlertBoard",
     "AnomalyDetector",
+    "DatabaseAlerts",
     "DetectorConfig",
     "LogSink",
     "WebhookSink",
@@ -258,7 +259,7 @@ class AnomalyDetector:
 
 
 class AlertBoard:
-    """The active alerts, for the console: raised by the detector, removed when they resolve."""
+    """The active alerts of this process, for the console: raised by the detector, removed when they resolve."""
 
     def __init__(self) -> None:
         self._alerts: dict[str, Alert] = {}
@@ -268,6 +269,14 @@ class AlertBoard:
         """Show an alert."""
         with self._lock:
             self._alerts[alert.key] = alert
+
+    def claim(self, alert: Alert) -> bool:
+        """Show an alert unless one with its key is active; True if this call showed it."""
+        with self._lock:
+            if alert.key in self._alerts:
+                return False
+            self._alerts[alert.key] = alert
+            return True
 
     def resolve(self, key: str) -> None:
         """Remove a resolved alert."""
@@ -279,6 +288,72 @@ class AlertBoard:
         with self._lock:
             found = [a for a in self._alerts.values() if a.tenant == tenant]
         return sorted(found, key=lambda a: a.raised_at, reverse=True)
+
+
+class DatabaseAlerts(AlertBoard):
+    """The active alerts of every process, in ``keel_alerts``: one process raises each alert.
+
+    Processes watching the same database score the same windows (aligned to the clock) and so raise
+    the same alert, under the same id; the first insert wins and only its process sends the alert on.
+    An alert whose key is still active in the table is not raised again, by any process.
+
+    Args:
+        store: keel's tables.
+    """
+
+    def __init__(self, store: Any) -> None:
+        super().__init__()
+        self.store = store
+
+    def __call__(self, alert: Alert) -> None:
+        """Record an alert (once)."""
+        self.claim(alert)
+
+    def claim(self, alert: Alert) -> bool:
+        """Record the alert unless it, or an active one with its key, is recorded; True if this call did."""
+        import sqlalchemy as sa
+
+        from ..durable._store import alerts
+
+        try:
+            with self.store.engine.begin() as conn:
+                active = conn.execute(
+                    sa.select(alerts.c.id).where(alerts.c.key == alert.key, alerts.c.resolved_at.is_(None))
+                ).first()
+                if active is not None:
+                    return False
+                conn.execute(alerts.insert().values(**alert.to_dict(), resolved_at=None))
+        except sa.exc.IntegrityError:
+            return False  # another process recorded it first
+        return True
+
+    def resolve(self, key: str) -> None:
+        """Mark the active alert with this key resolved."""
+        import sqlalchemy as sa
+
+        from ..durable._store import alerts
+
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                sa.update(alerts)
+                .where(alerts.c.key == key, alerts.c.resolved_at.is_(None))
+                .values(resolved_at=time.time())
+            )
+
+    def active(self, tenant: str | None) -> list[Alert]:
+        """Active alerts of one tenant, newest first."""
+        import sqlalchemy as sa
+
+        from ..durable._store import alerts
+
+        query = (
+            sa.select(alerts)
+            .where(alerts.c.resolved_at.is_(None), alerts.c.tenant == tenant)
+            .order_by(alerts.c.raised_at.desc())
+        )
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Alert(**{k: v for k, v in row.items() if k != "resolved_at"}) for row in rows]
 
 
 class LogSink:
@@ -415,9 +490,13 @@ def window_stats(store: Any, start: float, end: float) -> list[WindowStats]:
 class WindowWatcher:
     """Every `window` seconds, scores the window just ended for every agent on the database.
 
+    Windows are aligned to the clock (they end at multiples of `window` seconds since the epoch), so
+    every process watching the database scores the same windows. A new alert goes to `board` first
+    and on to `sinks` only if the board claims it (`DatabaseAlerts`: once across all processes).
+
     Args:
         database_url: the database the workers write to.
-        board: the console's active alerts.
+        board: the active alerts (the console reads them).
         sinks: where new alerts go besides the board.
         window: seconds per window.
         config: the detector's tuning.
@@ -434,7 +513,9 @@ class WindowWatcher:
     ) -> None:
         self.database_url = database_url
         self.window = window
-        self.detector = AnomalyDetector(config, [board, *sinks], on_resolve=board.resolve)
+        self.board = board
+        self.sinks = list(sinks)
+        self.detector = AnomalyDetector(config, on_resolve=board.resolve)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="keel-anomaly", daemon=True)
 
@@ -452,12 +533,21 @@ class WindowWatcher:
         from ..durable._store import Store
 
         store = Store(make_engine(self.database_url))
-        end = time.time()
-        while not self._stop.wait(max(0.0, end + self.window - time.time())):
-            start, end = end, end + self.window
+        end = (time.time() // self.window + 1) * self.window
+        while not self._stop.wait(max(0.0, end - time.time())):
             try:
-                for stats in window_stats(store, start, end):
-                    self.detector.observe(stats)
+                for stats in window_stats(store, end - self.window, end):
+                    for alert in self.detector.observe(stats):
+                        if self.board.claim(alert):
+                            self._send(alert)
             except Exception:  # the database may be briefly unavailable; the next window goes on
                 log.exception("anomaly window ending %s failed", end)
+            end += self.window
         store.engine.dispose()
+
+    def _send(self, alert: Alert) -> None:
+        for sink in self.sinks:
+            try:
+                sink(alert)
+            except Exception:  # a sink must never stop detection
+                log.exception("alert sink %r failed", sink)

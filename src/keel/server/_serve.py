@@ -80,11 +80,14 @@ def serve(
         launched.wait()
     if failures:
         raise ConfigError(f"the worker could not start: {failures[0]}") from failures[0]
+    from ..durable._engine import make_engine
+    from ..durable._store import Store
+    from ..observe.anomaly import DatabaseAlerts, WindowWatcher, default_sinks
+
+    # the console shows the alerts of every process on the database, whether or not this one detects
+    config.alerts = config.alerts or DatabaseAlerts(Store(make_engine(config.database_url)))
     watcher = None
     if anomaly_window > 0:
-        from ..observe.anomaly import AlertBoard, WindowWatcher, default_sinks
-
-        config.alerts = config.alerts or AlertBoard()
         watcher = WindowWatcher(config.database_url, config.alerts, default_sinks(webhook), window=anomaly_window)
         watcher.start()
     app = create_app(config)
