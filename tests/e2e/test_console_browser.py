@@ -108,6 +108,18 @@ def test_a_refund_approved_in_the_console_completes_and_its_timeline_shows_the_a
     expect(page.locator('svg[data-chart="completion_rate"] polyline')).to_have_count(1)
     page.screenshot(path=str(RESULTS / "console-charts.png"), full_page=True)
 
+    # an alert recorded by the anomaly detector (of any service process) shows in the console
+    from keel.durable import Store, make_engine
+    from keel.observe.anomaly import Alert, DatabaseAlerts
+
+    engine = make_engine(console_service.db)
+    alert = Alert("alr_e2e", "acme/support/error_rate/high", "acme", "support", "error_rate", "high", 0.4, 0.05, 9.1,
+                  0.0, "support: error rate is high at 0.4 (norm 0.05)")  # fmt: skip
+    assert DatabaseAlerts(Store(engine)).claim(alert)
+    engine.dispose()
+    page.get_by_role("link", name="Alerts").click()
+    expect(page.locator('[data-alert="acme/support/error_rate/high"]')).to_contain_text("error rate is high at 0.4")
+
 
 def test_the_console_is_served_locally_with_no_outside_assets(console_service: Service) -> None:
     index = (Path(__file__).resolve().parents[2] / "src/keel/server/console/index.html").read_text()
