@@ -25,7 +25,7 @@ install-dev: $(VENV)/.installed-dev
 # The demo's calculation runs in the bubblewrap sandbox; without root to install it, that one task
 # answers with the sandbox's own error naming the fix, and the others run.
 demo: install
-	@$(MAKE) --no-print-directory sysdeps || echo "note: could not install $(APT_PACKAGES) (needs root); the demo's run_python task will say so"
+	@$(MAKE) --no-print-directory sysdeps APT_PACKAGES="$(SANDBOX_APT)" || echo "note: could not install $(SANDBOX_APT) (needs root); the demo's run_python task will say so"
 	$(VENV)/bin/keel demo
 
 lint: install-dev
@@ -43,9 +43,12 @@ services:
 
 # Debian packages the tests need (the machine runs as root; CI starts from the same image).
 # bubblewrap and python3-seccomp: the default code sandbox (keel.sandbox).
-APT_PACKAGES := bubblewrap python3-seccomp
+SANDBOX_APT := bubblewrap python3-seccomp
+APT_PACKAGES := $(SANDBOX_APT)
 # redis-server: rate limits shared through Redis (keel.policies.ratelimit).
 APT_PACKAGES += redis-server
+# chromium: the web console's browser tests (Playwright drives Debian's build).
+APT_PACKAGES += chromium
 
 sysdeps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -35,3 +35,19 @@ def test_guardrail_and_recovery_modules_export_documented_names() -> None:
         for name in module.__all__:
             obj = getattr(module, name)
             assert (getattr(obj, "__doc__", None) or "").strip(), f"{module_name}.{name} has no docstring"
+
+
+def test_server_and_observe_subpackages_list_their_public_names() -> None:
+    import keel.observe
+    import keel.server
+
+    for package in (keel.server, keel.observe):
+        public = {
+            name
+            for name in dir(package)
+            if not name.startswith("_") and not isinstance(getattr(package, name), types.ModuleType)
+        }
+        assert set(package.__all__) == public, package.__name__
+        assert package.__all__ == sorted(package.__all__)
+        for name in package.__all__:
+            assert (getattr(package, name).__doc__ or "").strip(), f"{package.__name__}.{name} has no docstring"

@@ -85,10 +85,16 @@ def worker(
         str | None, typer.Option("--id", help="a stable worker id (default KEEL_WORKER_ID, else worker-HOSTNAME)")
     ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="runs served at once")] = 100,
+    trace: Annotated[
+        str | None,
+        typer.Option("--trace", help="OpenTelemetry spans to 'console' or 'otlp' (OTEL_EXPORTER_OTLP_ENDPOINT)"),
+    ] = None,
 ) -> None:
     """Serve queued runs of the given agents until SIGINT or SIGTERM."""
     if not targets:
         raise fail_input("missing TARGET: name the agents this worker serves, as in: keel worker path/to/file.py:agent")
+    if trace not in (None, "console", "otlp"):
+        raise fail_input(f"--trace must be 'console' or 'otlp', got {trace!r}")
     with exits():
         agents = [load_target(t) for t in targets]
         seen: dict[str, str] = {}
@@ -108,4 +114,24 @@ def worker(
                 "give --db sqlite:///path/to/keel.db or postgresql://..."
             )
         Runtime(url)  # reject a bad URL with its name before starting
-        _serve(url, agents, worker_id or _default_worker_id(), concurrency)
+        provider = _tracing(trace)
+        try:
+            _serve(url, agents, worker_id or _default_worker_id(), concurrency)
+        finally:
+            if provider is not None:
+                provider.shutdown()  # flushes the spans still batched
+
+
+def _tracing(trace: str | None) -> Any:
+    """Trace the runs this process carries, when asked (needs the otel extra)."""
+    if trace is None:
+        return None
+    try:
+        from .observe.tracing import RunTracer, configure_tracing
+    except ImportError as exc:
+        raise ConfigError(f"--trace needs the otel extra: pip install 'keel[otel]' ({exc})") from None
+    from .durable import add_observer
+
+    provider = configure_tracing("console" if trace == "console" else "otlp")
+    add_observer(RunTracer(provider))
+    return provider

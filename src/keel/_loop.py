@@ -206,7 +206,7 @@ class _Run:
         self.usage = Usage()
         self.step = 0
         self.planner = Planner(agent, self.event) if agent.planning == "explicit" else None
-        self.event("run_started", agent=agent.name, task=task, model=agent.model.name)
+        self.event("run_started", agent=agent.name, task=task, model=agent.model.name, tenant=metadata.get("tenant"))
 
     def event(self, kind: Any, **data: Any) -> None:
         self.emit(RunEvent(kind, self.run_id, self.step, data))

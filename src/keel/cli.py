@@ -32,6 +32,7 @@ from ._cli_common import (
 )
 from ._cli_mcp import mcp_app
 from ._cli_runs import runs_app
+from ._cli_serve import keys_app, runs_feedback, serve
 from ._cli_worker import worker
 from ._loop import RunResult
 from .exceptions import ConfigError, KeelError, UsageError
@@ -123,6 +124,9 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(mcp_app, name="mcp")
 app.command()(worker)
+app.command()(serve)
+app.add_typer(keys_app, name="keys")
+runs_app.command("feedback")(runs_feedback)
 
 
 def main() -> None:

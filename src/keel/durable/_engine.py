@@ -46,7 +46,7 @@ from ._writer import make_writer
 if TYPE_CHECKING:
     from ..agent import Agent
 
-__all__ = ["QUEUE", "DurableEngine", "make_engine", "register_agent"]
+__all__ = ["QUEUE", "DurableEngine", "add_observer", "make_engine", "register_agent"]
 
 log = logging.getLogger("keel.durable")
 T = TypeVar("T")
@@ -65,6 +65,30 @@ DEAD_AFTER_SECONDS = 30.0
 
 _AGENTS: dict[str, Agent] = {}
 _LIVE: dict[str, Callable[[RunEvent], None]] = {}
+
+
+_OBSERVERS: list[Callable[[RunEvent], None]] = []
+
+
+def add_observer(observer: Callable[[RunEvent], None]) -> None:
+    """Send every `RunEvent` of the segments this process runs from the queue to `observer` (tracing, say)."""
+    _OBSERVERS.append(observer)
+
+
+def _observed(emit: Callable[[RunEvent], None]) -> Callable[[RunEvent], None]:
+    """`emit`, and the process's observers too when there are any (none: no cost)."""
+    if not _OBSERVERS:
+        return emit
+    sinks = [emit, *_OBSERVERS]
+
+    def fan_out(event: RunEvent) -> None:
+        for sink in sinks:
+            try:
+                sink(event)
+            except Exception:  # an observer must never break a run
+                log.exception("observer %r failed on %s", sink, event.kind)
+
+    return fan_out
 
 
 def register_agent(agent: Agent) -> None:
@@ -140,7 +164,7 @@ async def carry(
 @DBOS.workflow(name="keel.segment")
 async def _segment(run_id: str, segment: int) -> dict[str, Any]:
     """A segment taken from the queue by a worker."""
-    summary, _ = await carry(run_id, segment, _LIVE.get(run_id, _noop))
+    summary, _ = await carry(run_id, segment, _observed(_LIVE.get(run_id, _noop)))
     return summary
 
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from ..exceptions import UsageError
 
-__all__ = ["Approval", "RunRecord", "Store", "run_record"]
+__all__ = ["Approval", "RunRecord", "Store", "alerts", "api_keys", "feedback", "run_record"]
 
 metadata = sa.MetaData()
 
@@ -174,6 +174,54 @@ CANCEL_REFRESH_SECONDS = 1.0
 CANCEL_HORIZON_SECONDS = 7 * 24 * 3600.0
 """Runs cancelled longer ago than this are not looked for (their segments have long stopped)."""
 
+# -- the HTTP service's tables (keel.server, keel.observe) ------------------------------------------
+api_keys = sa.Table(
+    "keel_api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),  # SHA-256 of the whole key
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(128), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+feedback = sa.Table(
+    "keel_feedback",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=True),
+    sa.Column("agent", sa.String(64), nullable=False),
+    sa.Column("thumbs", sa.String(4), nullable=True),  # up | down
+    sa.Column("score", sa.Integer, nullable=True),  # 1..5
+    sa.Column("satisfaction", sa.Float, nullable=False),  # 0..1, from thumbs or score
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("by", sa.String(128), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("keel_feedback_run", "run_id"),
+    sa.Index("keel_feedback_tenant", "tenant", "created_at"),
+)
+
+alerts = sa.Table(
+    "keel_alerts",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # from key and window: every process raises the same id
+    sa.Column("key", sa.String(300), nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=True),
+    sa.Column("agent", sa.String(64), nullable=False),
+    sa.Column("metric", sa.String(40), nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("baseline", sa.Float, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("window_end", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("raised_at", sa.Float, nullable=False),
+    sa.Column("resolved_at", sa.Float, nullable=True),
+    sa.Index("keel_alerts_active", "key", "resolved_at"),
+)
+
 def _add_run_app_version(conn: sa.Connection) -> None:
     """Runs remember the application version that started them, so every segment is queued under it."""
     if "app_version" not in {c["name"] for c in sa.inspect(conn).get_columns("keel_runs")}:
@@ -187,7 +235,13 @@ def _counters() -> sa.Table:
 
 
 Migration = list[sa.Table] | Callable[[sa.Connection], None]
-MIGRATIONS: list[Migration] = [[runs, steps, approvals, workers], _add_run_app_version, [_counters()]]
+MIGRATIONS: list[Migration] = [
+    [runs, steps, approvals, workers],
+    _add_run_app_version,
+    [_counters()],
+    # the HTTP service: API keys (hashed) mapped to tenants; users' feedback on runs; anomaly alerts
+    [api_keys, feedback, alerts],
+]
 """Migration N creates these tables, or alters the schema; append, never edit, to change the schema.
 
 The tables above are the current schema, so a new database gets each column from migration 1 and the

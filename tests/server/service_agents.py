@@ -1,0 +1,91 @@
+"""Agents served by `keel serve` in the service tests, driven by ScriptedModel (no real model)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from keel import Agent, ToolError, tool
+from keel.messages import Message, ToolCall, ToolMessage, UserMessage
+from keel.models import ScriptedModel
+from keel.policies.approvals import RequireApproval
+
+REFUNDS: list[tuple[str, str]] = []
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two numbers.
+
+    Args:
+        a: the first number.
+        b: the second number.
+    """
+    return a + b
+
+
+@tool
+def divide(a: int, b: int) -> float:
+    """Divide a by b.
+
+    Args:
+        a: the dividend.
+        b: the divisor.
+    """
+    if b == 0:
+        raise ToolError("cannot divide by zero; ask for another divisor")
+    return a / b
+
+
+@tool(side_effects=True)
+def refund_order(order_id: str, amount: str) -> str:
+    """Refund an order.
+
+    Args:
+        order_id: the order.
+        amount: the amount to refund.
+    """
+    REFUNDS.append((order_id, amount))
+    return f"Refunded {amount} on {order_id}."
+
+
+def _task(messages: Sequence[Message]) -> str:
+    return next((m.content for m in messages if isinstance(m, UserMessage)), "")
+
+
+def _results(messages: Sequence[Message]) -> list[ToolMessage]:
+    return [m for m in messages if isinstance(m, ToolMessage)]
+
+
+def calc_script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> Any:
+    """Add the two numbers in the task ('add 2 and 3'), or give up when the task says 'fail'."""
+    task = _task(messages)
+    done = _results(messages)
+    if "fail" in task:
+        return ToolCall("give_up", {"reason": "asked to fail"})
+    numbers = [int(w) for w in task.replace(",", " ").split() if w.lstrip("-").isdigit()] or [1, 1]
+    operation = "divide" if task.startswith("divide") else "add"
+    if not done:
+        return ToolCall(operation, {"a": numbers[0], "b": numbers[-1]})
+    if done[-1].is_error:
+        return f"That did not work: {done[-1].content}"
+    return f"The {'quotient' if operation == 'divide' else 'sum'} is {done[-1].content}."
+
+
+def refund_script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> Any:
+    """Refund the order named in the task ('refund A-1 249.00'), then report what the tool said."""
+    words = _task(messages).split()
+    done = _results(messages)
+    if not done:
+        return ToolCall("refund_order", {"order_id": words[1], "amount": words[2]})
+    return done[-1].content
+
+
+calc = Agent(name="calc", model=ScriptedModel(calc_script), tools=[add, divide], max_steps=5)
+support = Agent(
+    name="support",
+    model=ScriptedModel(refund_script),
+    tools=[refund_order],
+    policies=[RequireApproval(["refund_order"], reason="refunds need a person's approval")],
+    max_steps=5,
+)
