@@ -128,3 +128,22 @@ def test_the_console_is_served_locally_with_no_outside_assets(console_service: S
         assert client.get("/").status_code == 200
         script = client.get("/console/static/console.js")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+
+
+def test_a_planned_run_s_timeline_starts_with_its_plan(console_service: Service, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    key = console_service.key("acme")
+    with console_service.client(key) as client:
+        run_id = client.post("/v1/runs", json={"agent": "planner", "task": "add 20 and 22"}).json()["run_id"]
+        read_events(client, run_id, until="end")
+    page.goto(console_service.url + "/")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#who")).to_contain_text("tenant acme")
+    page.goto(f"{console_service.url}/#/runs/{run_id}")
+    plan = page.locator('#timeline [data-plan="1"]')
+    expect(plan).to_contain_text("the sum")
+    expect(plan.locator('[data-step-status="done"]')).to_have_text("[done] add the two numbers (add)")
+    RESULTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(RESULTS / "console-plan.png"), full_page=True)

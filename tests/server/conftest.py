@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = Path(__file__).with_name("service_agents.py")
-TARGETS = [f"{AGENTS}:calc", f"{AGENTS}:support"]
+TARGETS = [f"{AGENTS}:calc", f"{AGENTS}:support", f"{AGENTS}:planner"]
 
 
 def free_port() -> int:

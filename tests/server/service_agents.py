@@ -81,6 +81,20 @@ def refund_script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) 
     return done[-1].content
 
 
+def planned_script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> Any:
+    """Plan to add the two numbers in the task, add them, mark the step done, answer."""
+    if any(t["name"] == "submit_plan" for t in tools):
+        step = {"action": "add the two numbers", "tool": "add", "depends_on": []}
+        return ToolCall("submit_plan", {"goal": "the sum", "steps": [step], "success_criteria": ["a sum is given"]})
+    done = _results(messages)
+    if not done:
+        numbers = [int(w) for w in _task(messages).split() if w.isdigit()]
+        return ToolCall("add", {"a": numbers[0], "b": numbers[-1]})
+    if done[-1].name == "add":
+        return ToolCall("update_plan", {"step": 1, "status": "done", "note": f"the sum is {done[-1].content}"})
+    return f"The sum is {next(m.content for m in done if m.name == 'add')}."
+
+
 calc = Agent(name="calc", model=ScriptedModel(calc_script), tools=[add, divide], max_steps=5)
 support = Agent(
     name="support",
@@ -88,4 +102,7 @@ support = Agent(
     tools=[refund_order],
     policies=[RequireApproval(["refund_order"], reason="refunds need a person's approval")],
     max_steps=5,
+)
+planner = Agent(
+    name="planner", model=ScriptedModel(planned_script), tools=[add], planning="explicit", max_steps=8, policies=[]
 )

@@ -40,6 +40,22 @@ def test_a_run_started_over_http_runs_on_the_worker_and_streams_its_events(servi
         assert run_id in [r["run_id"] for r in client.get("/v1/runs", params={"agent": "calc"}).json()["runs"]]
 
 
+def test_a_planned_run_shows_its_plan_with_each_step_s_status(service: Service, key: str) -> None:
+    with service.client(key) as client:
+        run_id = client.post("/v1/runs", json={"agent": "planner", "task": "add 20 and 22"}).json()["run_id"]
+        read_events(client, run_id, until="end")
+        run = client.get(f"/v1/runs/{run_id}").json()
+        assert (run["status"], run["output"]) == ("done", "The sum is 42."), run
+        plan = run["plan"]
+        assert plan["goal"] == "the sum" and plan["version"] == 1
+        assert [(s["action"], s["status"], s["note"]) for s in plan["steps"]] == [
+            ("add the two numbers", "done", "the sum is 42")
+        ]
+        unplanned = client.post("/v1/runs", json={"agent": "calc", "task": "add 1 and 2"}).json()["run_id"]
+        read_events(client, unplanned, until="end")
+        assert client.get(f"/v1/runs/{unplanned}").json()["plan"] is None
+
+
 def test_events_resume_after_last_event_id_without_repeating(service: Service, key: str) -> None:
     with service.client(key) as client:
         run_id = client.post("/v1/runs", json={"agent": "calc", "task": "add 4 and 5"}).json()["run_id"]

@@ -299,6 +299,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return RunDetail(
             **_run_out(record).model_dump(),
             messages=list((record.result or {}).get("messages") or []),
+            plan=(record.result or {}).get("plan"),
             approvals=[_approval_out(a, record.agent) for a in store.list_approvals(status=None, run_id=run_id)],
             feedback=[FeedbackOut(**f.to_dict()) for f in list_feedback(store, run_id=run_id)],
         )

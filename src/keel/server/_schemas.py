@@ -127,9 +127,10 @@ class FeedbackOut(BaseModel):
 
 
 class RunDetail(RunOut):
-    """A run with its conversation, requests for people and feedback."""
+    """A run with its conversation, requests for people, feedback and, with explicit planning, its plan."""
 
     messages: list[dict[str, Any]]
+    plan: dict[str, Any] | None = None
     approvals: list[ApprovalOut]
     feedback: list[FeedbackOut]
 

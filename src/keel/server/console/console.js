@@ -119,7 +119,7 @@ async function showRun(runId) {
   $("run-resume").onclick = () => act("POST", "/v1/runs/" + encodeURIComponent(runId) + "/resume");
   $("feedback-form").onsubmit = (event) => sendFeedback(event, runId);
   $("feedback-list").replaceChildren(...run.feedback.map(feedbackItem));
-  $("timeline").replaceChildren(...policyItems(run.messages));
+  $("timeline").replaceChildren(...planItems(run.plan), ...policyItems(run.messages));
   followEvents(runId);
 }
 
@@ -130,6 +130,15 @@ function renderSummary(run) {
   if (run.output !== null && run.output !== undefined) rows.push(["output", typeof run.output === "string" ? run.output : json(run.output)]);
   if (run.error) rows.push(["error", run.error]);
   $("run-summary").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-field": k }, v)]));
+}
+
+function planItems(plan) {
+  // With explicit planning, the run's plan heads its timeline: each step with its status.
+  if (!plan) return [];
+  return [el("li", { class: "plan", "data-plan": plan.version },
+    el("span", { class: "kind" }, "plan v" + plan.version), el("span", { class: "meta" }, plan.goal),
+    el("ol", {}, ...plan.steps.map((step) => el("li", { "data-step-status": step.status },
+      "[" + step.status + "] " + step.action + (step.tool ? " (" + step.tool + ")" : "")))))];
 }
 
 function policyItems(messages) {
