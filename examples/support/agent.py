@@ -14,9 +14,11 @@ from pathlib import Path
 from keel import Agent
 
 if __package__:
+    from .policies import POLICIES
     from .tools import TOOLS
 else:  # loaded by file path (`keel run examples/support/agent.py:agent`, or run as a script)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from examples.support.policies import POLICIES
     from examples.support.tools import TOOLS
 
 __all__ = ["DEMO_TASKS", "INSTRUCTIONS", "agent"]
@@ -37,6 +39,7 @@ agent = Agent(
     instructions=INSTRUCTIONS,
     tools=TOOLS,
     max_steps=10,
+    policies=POLICIES,
 )
 
 
