@@ -30,6 +30,7 @@ from ._cli_common import (
     out,
     print_result,
 )
+from ._cli_eval import eval_command
 from ._cli_runs import runs_app
 from ._cli_worker import worker
 from ._loop import RunResult
@@ -121,6 +122,7 @@ def demo(
 app.add_typer(runs_app, name="runs")
 app.add_typer(approvals_app, name="approvals")
 app.command()(worker)
+app.command(name="eval")(eval_command)
 
 
 def main() -> None:

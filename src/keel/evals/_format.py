@@ -257,6 +257,9 @@ class EvalSet(_Strict):
     description: str = ""
     agent: str | None = None
     """The agent to evaluate, ``path/to/file.py:agent`` (relative to this file) or ``module:agent``."""
+    model: str | None = None
+    """The model `keel eval` runs on when given no ``--model`` (``scripted`` plays each case's script);
+    default the agent's own."""
     judge: str | None = None
     """A default judge model string, used when `keel eval` is given no ``--judge``."""
     fixtures: dict[str, FixtureSpec] = Field(default_factory=dict)

@@ -25,7 +25,7 @@ def print_report(report: EvalReport, console: Console) -> None:
     comparison = {c.case_id: c for c in report.comparison.cases} if report.comparison else {}
     title = f"{report.evalset}: {report.agent} on {report.model}, {k} trial(s) per case"
     table = Table(title=title, title_justify="left")
-    table.add_column("case")
+    table.add_column("case", no_wrap=True)
     table.add_column("passed", justify="right")
     table.add_column(f"pass@{k}", justify="right")
     table.add_column(f"pass^{k}", justify="right")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._checks import CheckOutcome
-from ._stats import fisher_less, holm, pass_at_k, pass_hat_k, stratified_less
+from ._stats import fisher_less, holm, pass_at_k, pass_hat_k, significant, stratified_less
 
 __all__ = ["CaseComparison", "CaseResult", "Comparison", "EvalReport", "TrialResult", "compare"]
 
@@ -271,7 +271,7 @@ class Comparison:
     @property
     def regression(self) -> bool:
         """Whether the set as a whole, or any case, got worse beyond noise."""
-        return self.p_value <= self.alpha or bool(self.regressed_cases)
+        return significant(self.p_value, self.alpha) or bool(self.regressed_cases)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -308,9 +308,9 @@ def compare(current: EvalReport, baseline: EvalReport, alpha: float | None = Non
     tested = [r for r in rows if r.p_value is not None]
     for row, adjusted in zip(tested, holm([r.p_value or 1.0 for r in tested]), strict=True):
         row.p_adjusted = adjusted
-        row.regressed = adjusted <= alpha
+        row.regressed = significant(adjusted, alpha)
     current_ids = {c.case_id for c in current.cases}
-    compared = [s for s in strata]
+    compared = strata
     base_trials = sum(s[3] for s in compared) or 1
     cur_trials = sum(s[1] for s in compared) or 1
     return Comparison(

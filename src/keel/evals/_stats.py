@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from math import comb
 
 __all__ = [
+    "significant",
     "cohens_kappa",
     "fisher_less",
     "holm",
@@ -93,8 +94,12 @@ def stratified_less(strata: Sequence[tuple[int, int, int, int]]) -> float:
             for x, q in stratum.items():
                 combined[s + x] = combined.get(s + x, 0.0) + p * q
         law = combined
-    # a tiny tolerance keeps the observed value's own probability in the tail despite rounding
-    return min(1.0, sum(p for s, p in law.items() if s <= observed) + 1e-12)
+    return min(1.0, sum(p for s, p in law.items() if s <= observed))
+
+
+def significant(p_value: float, alpha: float) -> bool:
+    """Whether `p_value` rejects at level `alpha` (p <= alpha, with room for floating-point rounding)."""
+    return p_value <= alpha * (1 + 1e-9)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
