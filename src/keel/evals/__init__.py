@@ -34,8 +34,8 @@ from ._runner import FixtureRequest, agent_fingerprint, run_evalset, scripted_ag
 from ._stats import cohens_kappa, fisher_less, holm, pass_at_k, pass_hat_k, stratified_less
 
 __all__ = [
-    "CRITERIA",
     "Agreement",
+    "CRITERIA",
     "Case",
     "CaseComparison",
     "CaseResult",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.resources
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -180,8 +179,8 @@ class Judge:
         parts.append(f"# The assistant's answer\n{answer or '(no answer)'}")
         if spec.reference:
             parts.append(f"# A reference answer (a good answer need not match its words)\n{spec.reference}")
-        verdict: JudgeVerdict = await self._ask(instructions, "\n\n".join(parts), _verdict_type(criteria))
-        return verdict
+        checked: BaseModel = await self._ask(instructions, "\n\n".join(parts), _verdict_type(criteria))
+        return JudgeVerdict.model_validate(checked.model_dump(mode="json"))  # criteria as a plain dict
 
     async def compare(self, task: str, first: str, second: str, rubric: str) -> PairwiseResult:
         """Compare two answers, asking twice with their order swapped to cancel position bias.
@@ -224,6 +223,6 @@ class Judge:
 
 def verdict_summary(verdict: JudgeVerdict) -> str:
     """The verdict in one line: score, criteria, reasons."""
-    scores = ", ".join(f"{k} {v:.2f}" for k, v in json.loads(verdict.model_dump_json())["criteria"].items())
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in verdict.criteria.items())
     reasons = "; ".join(verdict.reasons)
     return f"score {verdict.score:.2f} ({scores})" + (f": {reasons}" if reasons else "")

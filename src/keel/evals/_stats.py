@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from math import comb
 
 __all__ = [
-    "significant",
     "cohens_kappa",
     "fisher_less",
     "holm",
     "pass_at_k",
     "pass_hat_k",
+    "significant",
     "stratified_less",
 ]
 
