@@ -229,6 +229,7 @@ async def test_results_are_stored_in_the_database_with_the_agents_configuration(
         assert stored.config_hash == report.config_hash and stored.agent == "bank" and stored.model == "scripted"
         (row,) = store.history("bank")
         assert row["eval_id"] == eval_id and row["config_hash"] == report.config_hash and row["trials"] == 2
+        assert row["agent_version"] == "1" and row["keel_version"] == "0.1.0"
         trials = store.trial_rows(eval_id)
         assert len(trials) == 6 and all(t["passed"] for t in trials)
         # every trial is a real durable run in the same database

@@ -108,10 +108,9 @@ def render_html(report: EvalReport) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>keel eval: {e(report.evalset)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(report.evalset)}</h1>",
-        f"<p>agent <b>{e(report.agent)}</b> on <b>{e(report.model)}</b> (config {e(report.config_hash)}, "
-        f"keel {e(report.keel_version)}), {k} trial(s) per case, seed {report.seed}, {e(when)}"
-        + (f", judge {e(report.judge)}" if report.judge else "")
-        + "</p>",
+        f"<p>agent <b>{e(report.agent)}</b> on <b>{e(report.model)}</b> (version {e(report.agent_version)}, "
+        f"config {e(report.config_hash)}, keel {e(report.keel_version)}), {k} trial(s) per case, "
+        f"seed {report.seed}, {e(when)}" + (f", judge {e(report.judge)}" if report.judge else "") + "</p>",
         "<table>",
     ]
     for label, value in (

@@ -136,6 +136,8 @@ class EvalReport:
     duration_s: float
     cases: list[CaseResult]
     judge: str | None = None
+    agent_version: str = ""
+    """The deployment's application version (``KEEL_APPLICATION_VERSION``) the agent ran under."""
     agreement: dict[str, Any] | None = None
     alpha: float = 0.05
     min_pass_hat_k: float | None = None
@@ -173,6 +175,7 @@ class EvalReport:
             "agent": self.agent,
             "model": self.model,
             "keel_version": self.keel_version,
+            "agent_version": self.agent_version,
             "config_hash": self.config_hash,
             "trials": self.trials,
             "k": self.trials,
@@ -213,6 +216,7 @@ class EvalReport:
             duration_s=data["duration_s"],
             cases=cases,
             judge=data.get("judge"),
+            agent_version=data.get("agent_version", ""),
             agreement=data.get("agreement"),
             alpha=data.get("alpha", 0.05),
             min_pass_hat_k=data.get("min_pass_hat_k"),

@@ -337,12 +337,14 @@ async def run_evalset(
     if judge is not None and labelled:
         agreement = (await judge.agreement(labelled)).to_dict()
     from .. import __version__
+    from ..config import settings
 
     return EvalReport(
         evalset=evalset.name,
         agent=plan.agent.name,
         model=plan.agent.model.name,
         keel_version=__version__,
+        agent_version=settings().application_version,
         config_hash=plan.fingerprint["config_hash"],
         trials=trials,
         seed=seed,
