@@ -31,7 +31,7 @@ def print_report(report: EvalReport, console: Console) -> None:
     table.add_column(f"pass^{k}", justify="right")
     table.add_column("steps", justify="right")
     table.add_column("cost $", justify="right")
-    table.add_column("latency s", justify="right")
+    table.add_column("time s", justify="right")
     if comparison:
         table.add_column("baseline", justify="right")
         table.add_column("p (Holm)", justify="right")
