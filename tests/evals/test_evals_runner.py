@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from keel import Agent, Runtime, ToolContext, tool
 from keel.evals import (
@@ -266,3 +267,67 @@ def test_the_configuration_hash_follows_the_agent() -> None:
 )
 def test_argument_containment(actual: Any, expected: Any, result: bool) -> None:
     assert contains(actual, expected) is result
+
+
+class Refund(BaseModel):
+    order_id: str
+    amount: float
+
+
+class Strict(BaseModel):
+    order_id: str
+    amount: float
+    currency: str
+
+
+STRUCTURED = f"""\
+name: structured
+cases:
+  - id: structured-output
+    task: Refund A-1 fully.
+    expect:
+      output_schema: "{__name__}:Refund"
+    script:
+      - output: {{order_id: A-1, amount: 5}}
+  - id: schema-mismatch
+    task: Refund A-1 fully.
+    expect:
+      output_schema: "{__name__}:Strict"
+    script:
+      - output: {{order_id: A-1, amount: 5}}
+  - id: gives-up
+    task: Refund A-1 fully.
+    expect: {{status: failed, answer_contains: [no order]}}
+    script:
+      - give_up: no order A-1
+"""
+
+
+async def test_structured_outputs_are_checked_against_a_schema(tmp_path: Path) -> None:
+    path = tmp_path / "structured.yaml"
+    path.write_text(STRUCTURED, encoding="utf-8")
+    agent = Agent("refunder", ScriptedModel([]), output_type=Refund)
+    report = await run_evalset(load_evalset(path), agent, runtime=Runtime.in_memory())
+    ok, mismatch, gave_up = report.cases
+    assert ok.successes == 1 and ok.trials[0].answer == '{"order_id":"A-1","amount":5.0}'
+    (failure,) = mismatch.trials[0].failures
+    assert failure.name == f"output_schema[{__name__}:Strict]" and "Field required" in failure.detail
+    assert gave_up.successes == 1 and gave_up.trials[0].status == "failed"
+
+
+def test_limits_and_exact_answers_report_what_they_found(tmp_path: Path) -> None:
+    from keel import RunResult, Usage
+    from keel.evals import Case, TrialFacts
+    from keel.evals._checks import run_checks
+
+    case = Case.model_validate(
+        {"id": "c", "task": "t", "expect": {"answer_equals": "yes", "max_steps": 2, "max_cost": 0.01}}
+    )
+    result = RunResult("run_1", "done", "no", steps=3, usage=Usage(10, 10, 3, 0.02))
+    outcomes = run_checks(CheckContext(case, result, TrialFacts(), {}, 0))
+    assert {o.name: (o.passed, o.detail) for o in outcomes} == {
+        "status=done": (True, ""),
+        "answer_equals": (False, "answer: 'no'"),
+        "max_steps=2": (False, "3 steps"),
+        "max_cost=0.01": (False, "cost 0.020000"),
+    }
