@@ -52,6 +52,9 @@ def eval_command(
         str | None, typer.Option(help="database URL for the runs and results (default KEEL_DATABASE_URL); 'memory'")
     ] = None,
     case: Annotated[list[str] | None, typer.Option("--case", help="run only this case id (repeatable)")] = None,
+    pairwise: Annotated[
+        bool, typer.Option(help="with --baseline and a judge: compare each judged case's answer with the baseline's")
+    ] = False,
     fail_under: Annotated[
         float | None, typer.Option(help="fail when mean pass^k is below this (default: the set's gate)")
     ] = None,
@@ -63,6 +66,7 @@ def eval_command(
         Judge,
         ResultStore,
         compare,
+        compare_answers,
         load_evalset,
         print_report,
         render_html,
@@ -93,6 +97,8 @@ def eval_command(
             the_agent = the_agent.with_model(resolve_model(chosen))
         judge_model = judge or spec.judge
         the_judge = Judge(judge_model) if judge_model else None
+        if pairwise and (base is None or the_judge is None):
+            raise ConfigError("--pairwise compares with the baseline's answers: give --baseline FILE and --judge MODEL")
         runtime = Runtime(db)
 
         def progress(trial: object) -> None:
@@ -123,6 +129,8 @@ def eval_command(
             report.min_pass_hat_k = fail_under
         if base is not None:
             report.comparison = compare(report, base)
+        if pairwise and base is not None and the_judge is not None:
+            report.pairwise = asyncio.run(compare_answers(the_judge, spec, report, base))
         print_report(report, out)
         if runtime.durable:
             store = ResultStore(runtime.database_url)

@@ -100,6 +100,8 @@ def test_bad_input_exits_2_naming_the_problem(workdir: Path) -> None:
     assert code == 2 and "unknown case id(s) ['no-such-case']" in output
     code, output = keel_eval(EVALSET, "--db", "memory", "--fail-under", "2")
     assert code == 2 and "--fail-under must be between 0 and 1" in output
+    code, output = keel_eval(EVALSET, "--db", "memory", "--pairwise")
+    assert code == 2 and "--pairwise compares with the baseline's answers" in output
     no_agent = workdir / "no_agent.yaml"
     no_agent.write_text("name: x\ncases:\n  - {id: a, task: t}\n")
     code, output = keel_eval(str(no_agent), "--db", "memory")

@@ -140,3 +140,32 @@ async def test_the_runner_applies_the_judge_and_measures_agreement_with_people(t
     without = await run_evalset(evalset, agent, trials=1, runtime=Runtime.in_memory())
     skipped = without.cases[1].trials[0].checks[-1]
     assert skipped.skipped and without.cases[1].successes == 1 and without.agreement is None
+
+
+async def test_answers_are_compared_with_the_baselines_in_both_orders(tmp_path: Path) -> None:
+    from keel.evals import EvalReport, compare_answers
+
+    path = tmp_path / "judged.yaml"
+    path.write_text(SET, encoding="utf-8")
+    evalset = load_evalset(path)
+    current = await run_evalset(evalset, Agent("helper", ScriptedModel([])), runtime=Runtime.in_memory())
+    data = current.to_dict()
+    data["cases"][0]["trials"][0]["answer"] = "No."  # the baseline did worse on the first case
+    data["cases"][1]["trials"][0]["answer"] = "I've issued your refund."  # and better on the second
+    baseline = EvalReport.from_dict(data)
+
+    def fair(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ToolCall:
+        text = task_of(messages)
+        a = text.split("# Answer A\n", 1)[1].split("\n\n# Answer B", 1)[0]
+        b = text.split("# Answer B\n", 1)[1]
+        winner = "tie" if ("refund" in a) == ("refund" in b) else ("A" if "refund" in a else "B")
+        return ToolCall("final_result", {"winner": winner, "reasons": []})
+
+    result = await compare_answers(Judge(ScriptedModel(fair)), evalset, current, baseline)
+    assert result == {
+        "better": 1,
+        "worse": 1,
+        "tie": 0,
+        "inconsistent": 0,
+        "cases": {"refund": "better", "no-refund": "worse"},
+    }

@@ -26,7 +26,7 @@ from ._format import (
     Turn,
     load_evalset,
 )
-from ._judge import Agreement, Judge, JudgeVerdict, PairwiseResult, PairwiseVerdict
+from ._judge import Agreement, Judge, JudgeVerdict, PairwiseResult, PairwiseVerdict, compare_answers
 from ._render import print_report, render_html
 from ._report import CaseComparison, CaseResult, Comparison, EvalReport, TrialResult, compare
 from ._results import ResultStore
@@ -65,6 +65,7 @@ __all__ = [
     "agent_fingerprint",
     "cohens_kappa",
     "compare",
+    "compare_answers",
     "contains",
     "fisher_less",
     "holm",

@@ -25,10 +25,11 @@ from .._runtime import Runtime
 from ..agent import Agent
 from ..exceptions import ConfigError, ModelError
 from ..models import Model, resolve_model
-from ._format import JudgeSpec
+from ._format import EvalSet, JudgeSpec
+from ._report import EvalReport
 from ._stats import cohens_kappa
 
-__all__ = ["Agreement", "Judge", "JudgeVerdict", "PairwiseResult", "PairwiseVerdict"]
+__all__ = ["Agreement", "Judge", "JudgeVerdict", "PairwiseResult", "PairwiseVerdict", "compare_answers"]
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -219,6 +220,32 @@ class Judge:
         return Agreement(
             cohens_kappa(judges, humans), len(items), sum(h == j for h, j in zip(humans, judges, strict=True)), items
         )
+
+
+async def compare_answers(judge: Judge, evalset: EvalSet, current: EvalReport, baseline: EvalReport) -> dict[str, Any]:
+    """Compare each judged case's answer now with the baseline's (first trials), in both orders.
+
+    Returns:
+        counts of ``better``, ``worse``, ``tie`` and ``inconsistent`` (the orders disagreed: position
+        bias, counted as a tie too), and per case the winner.
+    """
+    cases = {c.id: c for c in evalset.cases}
+    old = {c.case_id: c for c in baseline.cases}
+    counts = {"better": 0, "worse": 0, "tie": 0, "inconsistent": 0}
+    per_case: dict[str, str] = {}
+    for result in current.cases:
+        case = cases.get(result.case_id)
+        before = old.get(result.case_id)
+        if case is None or case.expect.judge is None or before is None or not before.trials or not result.trials:
+            continue
+        outcome = await judge.compare(
+            case.prompt(), result.trials[0].answer, before.trials[0].answer, case.expect.judge.rubric
+        )
+        label = {"first": "better", "second": "worse", "tie": "tie"}[outcome.winner]
+        counts[label] += 1
+        counts["inconsistent"] += not outcome.consistent
+        per_case[result.case_id] = label
+    return {**counts, "cases": per_case}
 
 
 def verdict_summary(verdict: JudgeVerdict) -> str:

@@ -76,6 +76,12 @@ def print_report(report: EvalReport, console: Console) -> None:
         a = report.agreement
         kappa = "undefined" if a["kappa"] is None else f"{a['kappa']:.3f}"
         console.print(f"judge {report.judge}: agrees with human labels on {a['agree']}/{a['n']}, Cohen's kappa {kappa}")
+    if report.pairwise is not None:
+        pw = report.pairwise
+        console.print(
+            f"judge {report.judge}, answers now against the baseline's (both orders): {pw['better']} better, "
+            f"{pw['worse']} worse, {pw['tie']} tied ({pw['inconsistent']} of them because the orders disagreed)"
+        )
     if report.comparison is not None:
         whole = report.comparison
         verdict = "[bold red]REGRESSION[/]" if whole.regression else "[green]no regression[/]"

@@ -139,6 +139,8 @@ class EvalReport:
     agent_version: str = ""
     """The deployment's application version (``KEEL_APPLICATION_VERSION``) the agent ran under."""
     agreement: dict[str, Any] | None = None
+    pairwise: dict[str, Any] | None = None
+    """The judge's pairwise comparison with the baseline's answers, when asked for."""
     alpha: float = 0.05
     min_pass_hat_k: float | None = None
     comparison: Comparison | None = field(default=None)
@@ -184,6 +186,7 @@ class EvalReport:
             "duration_s": round(self.duration_s, 4),
             "judge": self.judge,
             "agreement": self.agreement,
+            "pairwise": self.pairwise,
             "alpha": self.alpha,
             "min_pass_hat_k": self.min_pass_hat_k,
             "totals": self.totals(),
@@ -218,6 +221,7 @@ class EvalReport:
             judge=data.get("judge"),
             agent_version=data.get("agent_version", ""),
             agreement=data.get("agreement"),
+            pairwise=data.get("pairwise"),
             alpha=data.get("alpha", 0.05),
             min_pass_hat_k=data.get("min_pass_hat_k"),
         )
