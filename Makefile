@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test install install-dev lint typecheck services sysdeps bench clean
+.PHONY: demo test install install-dev lint typecheck services sysdeps bench evals clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ test: install-dev lint typecheck services sysdeps
 
 bench: install-dev
 	$(PY) bench/overhead.py
+
+# The support agent's eval set on the scripted model (seconds); the gate fails on a regression.
+evals: install-dev
+	$(VENV)/bin/keel eval examples/support/evals.yaml --trials 3 --db memory
 
 clean:
 	rm -rf $(VENV) .keel .mypy_cache .ruff_cache .pytest_cache
