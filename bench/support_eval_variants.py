@@ -1,0 +1,43 @@
+"""Variants of the support agent for measuring what moves the embedded model's pass^k on the eval set.
+
+Each variant changes one thing against `examples/support/agent.py`; run one with
+
+    nice -n 19 .venv/bin/keel eval examples/support/evals.yaml --model local --trials 1 --db memory \\
+        --fail-under 0 --agent bench/support_eval_variants.py:facts --json /tmp/facts.json
+
+The embedded model decodes greedily, so its trials of one case agree (the full run with 3 trials
+showed it case by case); one trial per case measures a variant. Results: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from examples.support.agent import agent as support  # noqa: E402
+
+from keel import Agent  # noqa: E402
+
+FACTS = """
+
+When you answer, repeat the facts from the tool results that the customer needs: carrier and expected \
+delivery date, amounts in euros, ticket ids. For "where is my order" or "has it shipped" questions call \
+track_shipment. If the customer gives no order id and asks about an order, ask for the order id (it looks \
+like A-1234) instead of calling a tool. Never repeat card numbers or other customers' details."""
+
+
+def _variant(instructions: str) -> Agent:
+    return Agent(
+        support.name,
+        support.model,
+        instructions=instructions,
+        tools=support.tools,
+        max_steps=support.max_steps,
+        policies=support.policies,
+    )
+
+
+facts = _variant(support.instructions + FACTS)
+"""The instructions plus a paragraph: repeat the facts, route tracking questions, ask for a missing id."""
