@@ -41,3 +41,14 @@ def _variant(instructions: str) -> Agent:
 
 facts = _variant(support.instructions + FACTS)
 """The instructions plus a paragraph: repeat the facts, route tracking questions, ask for a missing id."""
+
+EMAIL_FIRST = """
+
+Rules for the first tool call: if the customer's message contains an email address, the first call is \
+find_customer with that email, whatever else they ask. If it names an order and asks where it is or \
+whether it shipped, the first call is track_shipment. After find_customer, call lookup_order for the order \
+they name, then act (refund_order, update_shipping_address) only if the order is theirs."""
+
+email_first = _variant(support.instructions + EMAIL_FIRST)
+"""The instructions plus explicit first-call rules: an email means find_customer first; tracking questions
+mean track_shipment."""
