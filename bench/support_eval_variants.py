@@ -11,6 +11,7 @@ showed it case by case); one trial per case measures a variant. Results: docs/be
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from examples.support.agent import agent as support  # noqa: E402
 
-from keel import Agent  # noqa: E402
+from keel import Agent, Decision, Policy, PolicyContext  # noqa: E402
+from keel.messages import ToolMessage, UserMessage  # noqa: E402
 
 FACTS = """
 
@@ -52,3 +54,38 @@ they name, then act (refund_order, update_shipping_address) only if the order is
 email_first = _variant(support.instructions + EMAIL_FIRST)
 """The instructions plus explicit first-call rules: an email means find_customer first; tracking questions
 mean track_shipment."""
+
+
+class FirstToolRouter(Policy):
+    """Offer only the tool the request calls for, until it has run: the first-tool choice leaves the model.
+
+    An email address in the task means `find_customer` first; otherwise an order id with "where" or
+    "shipped" means `track_shipment` first. Once that tool has run, every tool is offered again.
+    """
+
+    name = "first-tool-router"
+
+    async def before_model(self, ctx: PolicyContext) -> Decision:
+        """Narrow the offered tools while the routed tool has not run."""
+        task = next((m.content for m in ctx.messages if isinstance(m, UserMessage)), "")
+        ran = {m.name for m in ctx.messages if isinstance(m, ToolMessage) and not m.is_error}
+        if EMAIL.search(task) and "find_customer" not in ran:
+            return Decision.modify("an email was given: check the customer first", tools=["find_customer"])
+        if ORDER.search(task) and TRACKING.search(task) and not EMAIL.search(task) and "track_shipment" not in ran:
+            return Decision.modify("a tracking question: track the parcel first", tools=["track_shipment"])
+        return Decision.allow()
+
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+ORDER = re.compile(r"\bA-?\d{4}\b", re.IGNORECASE)
+TRACKING = re.compile(r"\bwhere\b|\bshipped\b", re.IGNORECASE)
+
+routed = Agent(
+    support.name,
+    support.model,
+    instructions=support.instructions,
+    tools=support.tools,
+    max_steps=support.max_steps,
+    policies=[FirstToolRouter(), *support.policies],
+)
+"""The agent as it is, plus `FirstToolRouter` ahead of its policies."""
