@@ -68,7 +68,7 @@ class FirstToolRouter(Policy):
     async def before_model(self, ctx: PolicyContext) -> Decision:
         """Narrow the offered tools while the routed tool has not run."""
         task = next((m.content for m in ctx.messages if isinstance(m, UserMessage)), "")
-        ran = {m.name for m in ctx.messages if isinstance(m, ToolMessage) and not m.is_error}
+        ran = {m.name for m in ctx.messages if isinstance(m, ToolMessage)}  # an error counts: it was tried
         if EMAIL.search(task) and "find_customer" not in ran:
             return Decision.modify("an email was given: check the customer first", tools=["find_customer"])
         if ORDER.search(task) and TRACKING.search(task) and not EMAIL.search(task) and "track_shipment" not in ran:
