@@ -60,7 +60,8 @@ class FirstToolRouter(Policy):
     """Offer only the tool the request calls for, until it has run: the first-tool choice leaves the model.
 
     An email address in the task means `find_customer` first; otherwise an order id with "where" or
-    "shipped" means `track_shipment` first. Once that tool has run, every tool is offered again.
+    "shipped" means `track_shipment` first. Once that tool has been called (even if it failed), every
+    tool is offered again.
     """
 
     name = "first-tool-router"
