@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test install install-dev lint typecheck services sysdeps npm-deps bench clean
+.PHONY: demo test install install-dev lint typecheck services sysdeps npm-deps bench evals clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ test: install-dev lint typecheck sysdeps services npm-deps
 
 bench: install-dev
 	$(PY) bench/overhead.py
+
+# The support agent's eval set on the scripted model (seconds); the gate fails on a regression.
+evals: install-dev
+	$(VENV)/bin/keel eval examples/support/evals.yaml --trials 3 --db memory
 
 clean:
 	rm -rf $(VENV) .keel .mypy_cache .ruff_cache .pytest_cache

@@ -51,3 +51,19 @@ def test_server_and_observe_subpackages_list_their_public_names() -> None:
         assert package.__all__ == sorted(package.__all__)
         for name in package.__all__:
             assert (getattr(package, name).__doc__ or "").strip(), f"{package.__name__}.{name} has no docstring"
+
+
+def test_evals_public_names_are_listed_sorted_and_documented() -> None:
+    import keel.evals as evals
+
+    public = {
+        name
+        for name in dir(evals)
+        if not name.startswith("_") and not isinstance(getattr(evals, name), types.ModuleType)
+    }
+    assert set(evals.__all__) == public
+    assert evals.__all__ == sorted(evals.__all__)
+    for name in evals.__all__:
+        obj = getattr(evals, name)
+        if callable(obj):
+            assert (obj.__doc__ or "").strip(), f"keel.evals.{name} has no docstring"

@@ -15,10 +15,12 @@ from keel import Agent
 
 if __package__:
     from .memory import agent_memory
+    from .policies import POLICIES
     from .tools import TOOLS
 else:  # loaded by file path (`keel run examples/support/agent.py:agent`, or run as a script)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from examples.support.memory import agent_memory
+    from examples.support.policies import POLICIES
     from examples.support.tools import TOOLS
 
 __all__ = ["DEMO_TASKS", "INSTRUCTIONS", "agent"]
@@ -40,6 +42,7 @@ agent = Agent(
     tools=TOOLS,
     max_steps=10,
     memory=agent_memory(),  # the knowledge base and customers' preferences; None without keel[memory]
+    policies=POLICIES,
 )
 
 

@@ -17,6 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "generate",
     "open_database",
     "today",
+    "use_database",
 ]
 
 SEED = 7
@@ -113,9 +115,25 @@ TIER_WEIGHT = {"standard": 1, "silver": 2, "gold": 4}  # loyal customers order m
 Row = tuple[Any, ...]
 
 
+_DATABASE: ContextVar[Path | None] = ContextVar("support_database", default=None)
+
+
 def database_path() -> Path:
-    """The database the tools use: `$SUPPORT_DB`, or `.keel/support.db` in the current directory."""
-    return Path(os.environ.get(DB_ENV) or DEFAULT_DB)
+    """The database the tools use: the one `use_database` set here, else `$SUPPORT_DB`, else `.keel/support.db`."""
+    return _DATABASE.get() or Path(os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
+@contextmanager
+def use_database(path: str | Path) -> Iterator[Path]:
+    """Point the tools at `path` in this context only: this task and the tool threads it starts.
+
+    Concurrent eval trials each get their own database this way, which one environment variable cannot do.
+    """
+    token = _DATABASE.set(Path(path))
+    try:
+        yield Path(path)
+    finally:
+        _DATABASE.reset(token)
 
 
 def today() -> date:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 import re
 import sys
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-__all__ = ["KB_DIR", "Article", "load_articles", "search", "terms"]
+__all__ = ["EXTRA_ARTICLES", "KB_DIR", "Article", "load_articles", "search", "terms"]
 
 KB_DIR = Path(__file__).with_name("kb")
 SNIPPET_CHARS = 280
@@ -82,6 +83,10 @@ def load_articles(directory: Path = KB_DIR) -> tuple[Article, ...]:
     return tuple(_parse(p) for p in sorted(directory.glob("*.md")))
 
 
+EXTRA_ARTICLES: ContextVar[tuple[Article, ...]] = ContextVar("support_kb_extra", default=())
+"""Articles searched beside `kb/` in this context only (an eval fixture plants a poisoned one here)."""
+
+
 def shorten(paragraph: str) -> str:
     """`paragraph`, cut at a word to at most `SNIPPET_CHARS` (with " ..." when cut)."""
     if len(paragraph) <= SNIPPET_CHARS:
@@ -112,7 +117,7 @@ def search(query: str, limit: int = 3, articles: tuple[Article, ...] | None = No
     Articles scoring under a third of the best are left out: they are rarely what was asked. The best
     article's snippet also holds its first paragraph (see `_snippet`).
     """
-    pool = articles if articles is not None else load_articles()
+    pool = articles if articles is not None else load_articles() + EXTRA_ARTICLES.get()
     query_terms = list(dict.fromkeys(terms(query)))
     scores: list[tuple[float, int, Article]] = []
     weights: dict[str, float] = {}

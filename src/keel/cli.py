@@ -30,6 +30,7 @@ from ._cli_common import (
     out,
     print_result,
 )
+from ._cli_eval import eval_command
 from ._cli_mcp import mcp_app
 from ._cli_runs import runs_app
 from ._cli_serve import keys_app, runs_feedback, serve
@@ -127,6 +128,7 @@ app.command()(worker)
 app.command()(serve)
 app.add_typer(keys_app, name="keys")
 runs_app.command("feedback")(runs_feedback)
+app.command(name="eval")(eval_command)
 
 
 def main() -> None:
