@@ -169,7 +169,7 @@ def test_bad_input_gets_the_right_4xx_naming_the_problem(service: Service, key: 
             {"field": "task", "message": "Field required"}
         ]
         unknown_agent = client.post("/v1/runs", json={"agent": "nope", "task": "x"})
-        assert unknown_agent.status_code == 422 and "calc, support" in unknown_agent.json()["message"]
+        assert unknown_agent.status_code == 422 and "calc, planner, support" in unknown_agent.json()["message"]
         blank = client.post("/v1/runs", json={"agent": "calc", "task": "   "})
         assert blank.status_code == 422 and blank.json()["fields"][0]["field"] == "task"
         extra = client.post("/v1/runs", json={"agent": "calc", "task": "x", "priority": 1})
@@ -202,7 +202,7 @@ def test_keys_from_the_command_line_are_stored_hashed_and_can_be_revoked(service
             "key_id": key_id,
             "tenant": "cli-tenant",
             "name": "ops",
-            "agents": ["calc", "support"],
+            "agents": ["calc", "planner", "support"],
         }
     listed = service.keel("keys", "list", "--tenant", "cli-tenant")
     assert key_id in listed.stdout and "active" in listed.stdout and secret not in listed.stdout
