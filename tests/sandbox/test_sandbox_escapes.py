@@ -38,7 +38,7 @@ def report(result: ExecutionResult) -> dict[str, Any]:
 
 
 def sandbox_processes() -> list[int]:
-    """Host processes running as this session's sandbox uid (used by nothing else when tests run as root)."""
+    """Host processes running as the sandbox uid of this test run (used by nothing else when tests run as root)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
