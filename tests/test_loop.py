@@ -267,3 +267,42 @@ def test_run_sync_inside_an_event_loop_is_a_usage_error(script: list[Any]) -> No
 
     with pytest.raises(UsageError, match="await agent.run"):
         asyncio.run(inner())
+
+
+class EndWatcher(Policy):
+    """Records how each run ended, as after_run sees it."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.ended: list[tuple[str, str, int]] = []
+        self.fail = fail
+
+    async def after_run(self, ctx: PolicyContext, status: str) -> None:
+        self.ended.append((ctx.run_id, status, ctx.step))
+        if self.fail:
+            raise RuntimeError("an observer's bug")
+
+
+async def test_after_run_sees_each_finished_run_once_and_cannot_change_it() -> None:
+    add, _ = counting_add()
+    watcher, broken = EndWatcher(), EndWatcher(fail=True)
+    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"])
+    agent = Agent("calc", model, tools=[add], policies=[broken, watcher])
+    done = await agent.run("add", runtime=MEMORY)
+    assert done.status == "done" and done.output == "3"  # the raising observer changed nothing
+    gave_up = await Agent(
+        "calc", ScriptedModel([ToolCall("give_up", {"reason": "no"})]), tools=[add], policies=[watcher]
+    ).run("x", runtime=MEMORY)
+    assert gave_up.status == "failed"
+    assert watcher.ended == [(done.run_id, "done", 2), (gave_up.run_id, "failed", 1)]
+    assert broken.ended == [(done.run_id, "done", 2)]
+
+
+async def test_after_run_is_not_called_while_a_run_waits_for_a_person() -> None:
+    from keel.policies.approvals import RequireApproval
+
+    add, calls = counting_add()
+    watcher = EndWatcher()
+    model = ScriptedModel([ToolCall("add", {"a": 1, "b": 2}), "3"])
+    agent = Agent("calc", model, tools=[add], policies=[RequireApproval(["add"]), watcher])
+    waiting = await agent.run("add", runtime=MEMORY)
+    assert waiting.status == "waiting" and calls == [] and watcher.ended == []

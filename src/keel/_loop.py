@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from .agent import Agent
 
 __all__ = ["RunResult", "RunStatus", "StepConflict", "StepInterrupted", "StepRunner", "Suspend", "run_loop"]
+
+log = logging.getLogger("keel")
 
 RunStatus = Literal["done", "failed", "waiting", "needs_attention"]
 StepFn = Callable[[], Awaitable[dict[str, Any]]]
@@ -179,6 +182,13 @@ async def run_loop(
 ) -> RunResult:
     """Run `agent` on `task` until it finishes, gives up, hits a limit or waits for a person."""
     run = _Run(agent, task, steps, emit, metadata or {})
+    result = await _drive(run)
+    if result.status in ("done", "failed"):
+        await run.ended(result.status)
+    return result
+
+
+async def _drive(run: _Run) -> RunResult:
     try:
         return await run.loop()
     except Suspend as pause:
@@ -253,6 +263,22 @@ class _Run:
             agent.model,
             self.steps,
         )
+
+    async def ended(self, status: str) -> None:
+        """Tell the policies how the run ended.
+
+        They observe only: no step is journaled for them here (a failed run may be resumed, and its replay
+        must find the journal as the loop left it).
+        """
+        agent = self.agent
+        ctx = PolicyContext(
+            self.run_id, agent.name, self.step, self.messages, self.usage, self.metadata, agent.tools_by_name
+        )
+        for policy in agent.policies:
+            try:
+                await policy.after_run(ctx, status)
+            except Exception:  # an observer must never change how the run ended
+                log.exception("policy %s failed in after_run of run %s", policy.name, self.run_id)
 
     def decided(self, decision: Decision, policy: Policy, tool: str | None) -> Decision:
         if not decision.policy:
