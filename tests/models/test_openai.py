@@ -402,6 +402,16 @@ async def test_errors_are_mapped(
         assert error.retry_after == 7.0
 
 
+async def test_an_answer_that_is_not_json_is_a_retryable_model_error() -> None:
+    cut = httpx2.Response(200, content=b'{"choices": [', headers={"content-type": "application/json"})
+    model = make(Fake(cut))
+    with pytest.raises(ModelAPIError, match="not valid JSON") as info:
+        await model.request([UserMessage("hi")], [])
+    assert "'gpt-test'" in str(info.value) and "OPENAI_BASE_URL" in str(info.value)
+    assert info.value.retryable is True and info.value.status_code is None
+    assert isinstance(info.value.__cause__, json.JSONDecodeError)
+
+
 async def test_missing_key_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)

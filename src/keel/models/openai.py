@@ -213,6 +213,13 @@ class OpenAIModel:
             completion = await (await self._client()).chat.completions.create(**params)
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
+        except ValueError as exc:  # a 200 whose body is not JSON (cut short, or not an OpenAI-compatible server)
+            raise ModelAPIError(
+                f"model {self.name!r} at {self.base_url}: the answer is not valid JSON ({exc}); it may have been cut "
+                "short (a retry may succeed), or the server at OPENAI_BASE_URL (or base_url=) does not speak the "
+                "OpenAI API",
+                retryable=True,
+            ) from exc
         if not completion.choices:
             raise ModelAPIError(f"model {self.name!r} at {self.base_url}: the answer has no choices")
         choice = completion.choices[0]
