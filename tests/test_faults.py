@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +12,7 @@ import pytest
 from keel.messages import ToolCall, UserMessage
 from keel.models.openai import OpenAIModel
 from keel.recovery import Resilient, RetryPolicy
-from keel.testing import FakeClock, FaultyTransport
+from keel.testing import CompletionRequest, FakeClock, FaultyTransport, completions_server
 
 TOOLS = [{"name": "add", "description": "Add.", "parameters": {"type": "object", "properties": {}}}]
 
@@ -24,40 +21,22 @@ TOOLS = [{"name": "add", "description": "Add.", "parameters": {"type": "object",
 def server() -> Iterator[tuple[str, list[int]]]:
     served: list[int] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-            json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            served.append(1)
-            call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a":1,"b":2}'}}
-            body = {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "served",
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "tool_calls": [call]}, "finish_reason": "tool_calls"}
-                ],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
-            }
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(request: CompletionRequest) -> dict[str, Any]:
+        served.append(1)
+        call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a":1,"b":2}'}}
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "served",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "tool_calls": [call]}, "finish_reason": "tool_calls"}
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+        }
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", served
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with completions_server(answer) as url:
+        yield url, served
 
 
 async def test_injected_http_faults_are_retried_until_every_request_is_answered(

@@ -9,9 +9,7 @@ branch of the envelope's JSON Schema otherwise.
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +19,7 @@ from keel import Agent, Runtime, tool
 from keel.models import ModelProfile
 from keel.models.openai import OpenAIModel
 from keel.planning import PLAN_TOOL, PROGRESS_TOOL, Plan, plan_spec
+from keel.testing import CompletionRequest, completions_server
 
 PLAN = {
     "goal": "add 2 and 3",
@@ -76,43 +75,26 @@ def server() -> Iterator[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]
     replies: list[dict[str, Any]] = []
     bodies: list[dict[str, Any]] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            message = replies[len(bodies) - 1]
-            completion = {
-                "id": f"chatcmpl-{len(bodies)}",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "served",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", **message},
-                        "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70},
-            }
-            data = json.dumps(completion).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(request: CompletionRequest) -> dict[str, Any]:
+        bodies.append(request.body)
+        message = replies[len(bodies) - 1]
+        return {
+            "id": f"chatcmpl-{len(bodies)}",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "served",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", **message},
+                    "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70},
+        }
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", replies, bodies
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with completions_server(answer) as url:
+        yield url, replies, bodies
 
 
 def offered_tools(body: dict[str, Any]) -> list[str]:

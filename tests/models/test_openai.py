@@ -7,9 +7,7 @@ import datetime
 import decimal
 import enum
 import gc
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -30,6 +28,7 @@ from keel.models.openai import (
     ollama_model,
     parse_envelope,
 )
+from keel.testing import CompletionRequest, completions_server
 from keel.tools import ToolArgumentsError, tool
 
 ENVELOPE = ModelProfile(tool_mode="envelope", context_window=8192, max_output_tokens=256)
@@ -446,30 +445,13 @@ def test_ollama_model(monkeypatch: pytest.MonkeyPatch) -> None:
 def local_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-            call = {"id": "call_9", "type": "function", "function": {"name": "add", "arguments": '{"a":1,"b":1}'}}
-            data = json.dumps(completion({"content": None, "tool_calls": [call]}, finish="tool_calls")).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(request: CompletionRequest) -> dict[str, Any]:
+        seen.append({"path": request.path, "auth": request.headers.get("authorization"), "body": request.body})
+        call = {"id": "call_9", "type": "function", "function": {"name": "add", "arguments": '{"a":1,"b":1}'}}
+        return completion({"content": None, "tool_calls": [call]}, finish="tool_calls")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with completions_server(answer) as url:
+        yield url, seen
 
 
 async def test_native_round_trip_over_loopback(

@@ -1,4 +1,4 @@
-"""Test doubles shipped in the package: a fake clock and fault injection for models and HTTP.
+"""Test doubles shipped in the package: a fake clock, fault injection for models and HTTP, a loopback endpoint.
 
 Example:
     >>> from keel.testing import FakeClock
@@ -6,6 +6,15 @@ Example:
 """
 
 from ._clock import FakeClock
+from ._server import CompletionRequest, completions_server
 from .faults import FAULTS, FaultyModel, FaultyTransport, Injected
 
-__all__ = ["FAULTS", "FakeClock", "FaultyModel", "FaultyTransport", "Injected"]
+__all__ = [
+    "CompletionRequest",
+    "FAULTS",
+    "FakeClock",
+    "FaultyModel",
+    "FaultyTransport",
+    "Injected",
+    "completions_server",
+]
