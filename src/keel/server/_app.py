@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..exceptions import UsageError
-from ._events import FINAL, RunWatch, journal_events, status_event
+from ._events import FINAL, MOVING, RunWatch, journal_events, status_event
 from ._keys import ApiKey, KeyRing
 from ._limits import BodyLimit, RateLimiter
 from ._schemas import (
@@ -508,7 +508,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
 def _look(store: Any, run_id: str, after: int) -> tuple[RunRecord | None, list[dict[str, Any]]]:
     """The run's entry and its events after `after`, read together on one worker thread."""
-    return store.get_run(run_id), journal_events(store, run_id, after)
+    record = store.get_run(run_id)
+    events = journal_events(store, run_id, after)
+    if record is not None and record.status in MOVING:
+        # A guarded call is journaled as started, then completed in place under the same id: while the run
+        # moves, the stream holds before it, so that a client resuming after that id still gets its result.
+        held = next((i for i, e in enumerate(events) if e["kind"] == "tool_started"), None)
+        if held is not None:
+            events = events[:held]
+    return record, events
 
 
 async def _sse(watch: RunWatch, store: Any, run_id: str, after: int) -> AsyncIterator[bytes]:
