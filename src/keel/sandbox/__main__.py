@@ -38,7 +38,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8750)
     serve.add_argument("--max-concurrent", type=int, default=4)
-    serve.add_argument("--workspace-dir", default=None, help="where workspaces are created; default the temp dir")
+    serve.add_argument(
+        "--workspace-dir",
+        default=None,
+        help="where workspaces are created (wasm, unsafe-local; bubblewrap keeps its own inside the sandbox)",
+    )
     serve.add_argument("--allow-unsafe", action="store_true", help="permit the unsafe-local backend")
     return top
 
@@ -57,7 +61,7 @@ def _backend(name: str | None, workspace_dir: str | None, allow_unsafe: bool) ->
     if chosen == "bubblewrap":
         from .bubblewrap import BubblewrapBackend
 
-        return BubblewrapBackend(workspace_dir=workspace_dir)
+        return BubblewrapBackend()  # its workspace is a tmpfs inside the sandbox
     if chosen == "wasm":
         from .wasm import WasmBackend
 

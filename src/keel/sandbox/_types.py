@@ -20,6 +20,7 @@ __all__ = [
     "FileInfo",
     "Language",
     "Limits",
+    "MemoryLimit",
     "SandboxBackend",
     "SandboxUnavailable",
     "StopReason",
@@ -34,9 +35,19 @@ StopReason = Literal["timeout", "cpu", "memory", "output_size", "file_size", "un
 - ``cpu``: the CPU-time limit passed.
 - ``memory``: an allocation failed against the memory limit.
 - ``output_size``: stdout plus stderr passed ``Limits.kill_output_bytes`` and the sandbox was killed.
-- ``file_size``: a write passed the file-size limit (or the size of ``/tmp``).
+- ``file_size``: a write passed the file-size limit, or filled ``/tmp`` or the workspace.
 - ``unavailable``: the backend cannot run on this machine (``error`` says why and how to fix it).
 - ``error``: the request was invalid or the backend failed (``error`` says what).
+"""
+
+
+MemoryLimit = Literal["cgroup-v2", "cgroup-v1", "rlimit-per-process"]
+"""What bounded ``Limits.memory_mb`` in one execution.
+
+- ``cgroup-v2``, ``cgroup-v1``: a memory cgroup held all of the execution's processes together
+  (``memory.max``, or ``memory.limit_in_bytes`` on a v1 hierarchy); tmpfs pages count too.
+- ``rlimit-per-process``: no memory cgroup was writable, so only the address-space rlimit of each
+  process applied; several processes can together hold ``processes`` times as much.
 """
 
 
@@ -50,11 +61,15 @@ class Limits(BaseModel):
     Attributes:
         timeout_s: wall-clock seconds before the whole sandbox is killed; default 10.
         cpu_s: CPU seconds the code may use; default 10.
-        memory_mb: address space per process in MiB (WebAssembly: linear memory); default 512.
+        memory_mb: memory in MiB: for all of the sandbox's processes together where a memory cgroup
+            is writable (their files in ``/tmp`` and the workspace included), and the address space
+            of each process always (WebAssembly: linear memory); default 512.
         processes: processes and threads the sandbox may have at once; default 64.
         file_size_mb: largest file the code may write, in MiB; default 16.
         open_files: open file descriptors per process; default 256.
         tmp_mb: size of the sandbox's private ``/tmp``, in MiB; default 64.
+        workspace_mb: size of the workspace in total, in MiB (bubblewrap: a tmpfs inside the
+            sandbox, never on the host's disk); default 128.
         max_output_bytes: bytes of stdout and of stderr kept in the result; the rest is cut with a
             marker; default 65536.
         kill_output_bytes: stdout plus stderr bytes after which the sandbox is killed; default 8 MiB.
@@ -69,6 +84,7 @@ class Limits(BaseModel):
     file_size_mb: int = Field(default=16, ge=1, le=65536)
     open_files: int = Field(default=256, ge=16, le=65536)
     tmp_mb: int = Field(default=64, ge=1, le=65536)
+    workspace_mb: int = Field(default=128, ge=1, le=65536)
     max_output_bytes: int = Field(default=65536, ge=256, le=64 * 1024 * 1024)
     kill_output_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
@@ -146,6 +162,7 @@ class ExecutionResult(BaseModel):
         stop_reason: why it was stopped (see `StopReason`); None when it exited by itself.
         files: the files in the workspace after the run (those placed by the request included).
         error: what went wrong when ``stop_reason`` is ``unavailable`` or ``error``.
+        memory_limit: what bounded memory (see `MemoryLimit`); None when the backend does not say.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -160,6 +177,7 @@ class ExecutionResult(BaseModel):
     stop_reason: StopReason | None = None
     files: list[FileInfo] = Field(default_factory=list)
     error: str | None = None
+    memory_limit: MemoryLimit | None = None
 
     def for_model(self) -> dict[str, Any]:
         """The result as the model reads it: exit code and output, and only the other fields that are set.
