@@ -8,11 +8,15 @@ is the host's ``/usr`` read-only, a private ``/proc`` and ``/dev``, and two size
 reaches the host's disk, and no mount names a host path of keel's. Everything else is absent: no
 ``/etc/shadow``, no ``/root``, no project directory. The sandbox's pid 1 (``_supervise.py``) writes
 the request's files into the workspace, runs the program, kills what it left running and lists the
-workspace for the result. A seccomp filter (built with the Debian package
-``python3-seccomp``) denies every socket family but AF_UNIX, ``ptrace``, ``unshare``, ``mount`` and
-kernel interfaces a program does not need. rlimits bound CPU time, address space, processes, file size
-and open files; a cgroup per execution (v2, else v1) bounds the process count and the memory of all
-of its processes together when one is writable (`ExecutionResult.memory_limit` says which applied).
+workspace for the result.
+
+A seccomp filter (built with the Debian package ``python3-seccomp``) denies every socket family but
+AF_UNIX, ``ptrace``, ``unshare``, ``mount`` and kernel interfaces a program does not need. A request
+with a ``network`` allow-list also gets AF_INET sockets, still on its own loopback only, where pid 1
+hands each connection to keel's proxy outside the sandbox (`keel.sandbox._egress`), which decides it
+against the allow-list. rlimits bound CPU time, address space, processes, file size and open files;
+a cgroup per execution (v2, else v1) bounds the process count and the memory of all of its
+processes together when one is writable (`ExecutionResult.memory_limit` says which applied).
 At the wall-clock limit the whole sandbox is killed: bubblewrap dies, and its pid namespace with it.
 
 Code never runs as host uid 0: as root, keel switches to a dedicated unprivileged uid
@@ -41,6 +45,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..exceptions import ConfigError
 from ._cgroup import RunCgroup
 from ._common import MIB, prlimit_argv, result_from, sandbox_identity
+from ._egress import PROXY_PORT, EgressProxy, proxy_env
 from ._process import run_captured
 from ._types import ExecutionRequest, ExecutionResult, FileInfo
 
@@ -50,7 +55,7 @@ _SYSTEM_PATH = "/usr/bin:/bin"
 INSTALL_HINT = "install it with `apt-get install bubblewrap python3-seccomp`, or use the wasm backend"
 
 _filter_lock = threading.Lock()
-_filter_cache: dict[str, bytes] = {}
+_filter_cache: dict[tuple[str, bool], bytes] = {}
 _probe_cache: dict[tuple[str, int | None], str | None] = {}
 _SUPERVISOR = Path(__file__).with_name("_supervise.py").read_bytes()
 _FILES = TypeAdapter(list[FileInfo])
@@ -58,25 +63,31 @@ REPORT_BYTES = 4 * MIB  # 200 entries with paths of up to 4096 bytes fit
 log = logging.getLogger("keel.sandbox")
 
 
-def seccomp_filter(system_python: str = "/usr/bin/python3") -> bytes:
+def seccomp_filter(system_python: str = "/usr/bin/python3", *, inet: bool = False) -> bytes:
     """The compiled seccomp filter (classic BPF), generated once per process with the system Python.
+
+    With `inet`, AF_INET and AF_INET6 sockets are allowed (for allow-listed egress through the proxy).
 
     Raises:
         ConfigError: the system Python cannot import ``seccomp`` (package ``python3-seccomp`` missing).
     """
     with _filter_lock:
-        if system_python not in _filter_cache:
+        key = (system_python, inet)
+        if key not in _filter_cache:
             script = Path(__file__).with_name("_seccomp_gen.py")
             done = subprocess.run(  # noqa: S603 - fixed interpreter and script
-                [system_python, "-I", str(script)], capture_output=True, timeout=60, check=False
+                [system_python, "-I", str(script), *(["--inet"] if inet else [])],
+                capture_output=True,
+                timeout=60,
+                check=False,
             )
             if done.returncode != 0 or not done.stdout:
                 detail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
                 raise ConfigError(
                     f"cannot build the sandbox's seccomp filter with {system_python} ({detail[0]}); {INSTALL_HINT}"
                 )
-            _filter_cache[system_python] = done.stdout
-        return _filter_cache[system_python]
+            _filter_cache[key] = done.stdout
+        return _filter_cache[key]
 
 
 def _memfd(name: str, data: bytes) -> int:
@@ -172,7 +183,7 @@ class BubblewrapBackend:
             _probe_cache[key] = None if probe.exit_code == 0 else (probe.error or probe.stderr.strip()[:300])
         return _probe_cache[key]
 
-    def _argv(self, request: ExecutionRequest, fds: dict[str, int]) -> list[str]:
+    def _argv(self, request: ExecutionRequest, fds: dict[str, int], egress: int | None) -> list[str]:
         assert self.bwrap is not None
         limits = request.limits
         argv = [
@@ -207,11 +218,12 @@ class BubblewrapBackend:
             "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
             "--setenv", "HOME", "/workspace", "--setenv", "TMPDIR", "/tmp", "--setenv", "USER", "sandbox",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+            *(proxy_env() if egress is not None else []),
             "--seccomp", str(fds["seccomp"]),
             "--remount-ro", "/",
             "--",
         ]  # fmt: skip
-        config = {"files_fd": fds["files"], "report_fd": fds["report"], "egress_fd": None, "proxy_port": 0}
+        config = {"files_fd": fds["files"], "report_fd": fds["report"], "egress_fd": egress, "proxy_port": PROXY_PORT}
         argv += [self.python, "-I", "/run/keel/supervise.py", json.dumps(config), *prlimit_argv(limits)]
         if request.language == "python":
             argv += [self.python, "-I", _script(request)]
@@ -229,7 +241,7 @@ class BubblewrapBackend:
         with ExitStack() as stack:
             files = dict(request.files)
             fds = {
-                "seccomp": _memfd("keel-seccomp", seccomp_filter()),
+                "seccomp": _memfd("keel-seccomp", seccomp_filter(inet=bool(request.network))),
                 "code": _memfd("keel-code", request.code.encode("utf-8", errors="surrogatepass")),
                 "supervisor": _memfd("keel-supervisor", _SUPERVISOR),
                 "files": _memfd("keel-files", json.dumps(files).encode("utf-8", errors="surrogatepass")),
@@ -240,7 +252,12 @@ class BubblewrapBackend:
             }
             for fd in fds.values():
                 stack.callback(os.close, fd)
-            argv = self._argv(request, fds)
+            proxy = None
+            if request.network:
+                proxy = EgressProxy(request.network)
+                stack.callback(proxy.close)
+            egress = None if proxy is None else proxy.inside.fileno()
+            argv = self._argv(request, fds, egress)
             stdin = request.stdin.encode("utf-8", errors="replace")
             cgroup = None
             if self.use_cgroup and not _probing:
@@ -258,7 +275,7 @@ class BubblewrapBackend:
                 keep_bytes=request.limits.max_output_bytes,
                 kill_bytes=request.limits.kill_output_bytes,
                 env={"PATH": _SYSTEM_PATH},
-                pass_fds=list(fds.values()),
+                pass_fds=[*fds.values(), *([] if egress is None else [egress])],
                 user=None if self.identity is None else uid,
                 group=None if self.identity is None else gid,
                 kill=functools.partial(_kill_sandbox, fds["info"]),
@@ -266,6 +283,8 @@ class BubblewrapBackend:
             )
             report = _report(fds["report"])
             result = result_from(self.name, request, outcome, report.files)
+            if proxy is not None:
+                result = result.model_copy(update={"network": proxy.close()})
             failure = self._setup_failure(result) or report.error
             if failure is not None:
                 return result.model_copy(update={"stop_reason": "error", "error": failure, "exit_code": None})
