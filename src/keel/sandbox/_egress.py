@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import selectors
 import socket
 import threading
@@ -92,7 +93,11 @@ class EgressProxy:
             if not data and not fds:
                 return  # the sandbox's end is closed
             for fd in fds:
-                client = socket.socket(fileno=fd)
+                try:
+                    client = socket.socket(fileno=fd)
+                except OSError:  # not a socket: only the sandbox's pid 1 can send here, but never trust it
+                    os.close(fd)
+                    continue
                 with self._lock:
                     self._threads = [t for t in self._threads if t.is_alive()]
                     crowded = len(self._threads) >= MAX_CONNECTIONS

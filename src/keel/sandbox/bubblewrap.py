@@ -239,9 +239,13 @@ class BubblewrapBackend:
                 return ExecutionResult(backend=self.name, exit_code=None, stop_reason="unavailable", error=reason)
         uid, gid = self.identity if self.identity is not None else (os.getuid(), os.getgid())
         with ExitStack() as stack:
+            try:
+                syscalls = seccomp_filter(inet=bool(request.network))
+            except ConfigError as exc:
+                return ExecutionResult(backend=self.name, exit_code=None, stop_reason="unavailable", error=str(exc))
             files = dict(request.files)
             fds = {
-                "seccomp": _memfd("keel-seccomp", seccomp_filter(inet=bool(request.network))),
+                "seccomp": _memfd("keel-seccomp", syscalls),
                 "code": _memfd("keel-code", request.code.encode("utf-8", errors="surrogatepass")),
                 "supervisor": _memfd("keel-supervisor", _SUPERVISOR),
                 "files": _memfd("keel-files", json.dumps(files).encode("utf-8", errors="surrogatepass")),
