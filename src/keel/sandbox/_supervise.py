@@ -10,23 +10,25 @@ descriptor, to the proxy outside (``keel.sandbox._egress``), which decides and r
 It is the program's parent, not the program: the kernel drops default-action signals (SIGXCPU)
 sent to a namespace's pid 1. It exits with the program's status (128+N for a signal N).
 
-Argument 1 is a JSON object: ``files_fd`` (JSON ``{path: text}``), ``report_fd``, ``egress_fd``
-(a unix socket, or null) and ``proxy_port``; the remaining arguments are the program's command.
+Arguments: the descriptor of the request's files (``marshal``-ed ``{path: text}``, written by
+keel), the descriptor of the report, the egress socket's descriptor (or ``-``), the proxy's port,
+``--``, then the program's command. The report is plain lines (``files``, then ``kind size hexpath``
+per entry; or ``setup_error hexmessage``), so this file imports no JSON or ``subprocess``: every
+execution pays for this interpreter's start-up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import errno
-import json
+import marshal
 import os
 import signal
-import socket
 import stat
-import subprocess
 import sys
-import threading
+
+TYPE_CHECKING = False  # typing itself costs start-up time; type checkers read this name the same way
+if TYPE_CHECKING:
+    import socket
 
 WORKSPACE = "/workspace"
 MAX_LISTED = 200
@@ -39,16 +41,18 @@ def put_files(files: dict[str, str]) -> None:
     for name, text in files.items():
         parts = name.split("/")
         for depth in range(1, len(parts)):
-            with contextlib.suppress(FileExistsError):
+            try:  # noqa: SIM105 - contextlib would cost start-up time
                 os.mkdir(os.path.join(WORKSPACE, *parts[:depth]))
+            except FileExistsError:
+                pass
         fd = os.open(os.path.join(WORKSPACE, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogatepass") as out:
             out.write(text)
 
 
-def listing() -> list[dict[str, object]]:
+def listing() -> list[tuple[str, str, int]]:
     """The workspace's entries (at most 200) by lstat, walked without recursion and without following links."""
-    found: list[dict[str, object]] = []
+    found: list[tuple[str, str, int]] = []  # (path, kind, size)
     pending = [""]
     while pending and len(found) < MAX_LISTED:
         rel = pending.pop()
@@ -65,20 +69,26 @@ def listing() -> list[dict[str, object]]:
             except OSError:
                 continue
             if stat.S_ISLNK(info.st_mode):
-                found.append({"path": path, "size": info.st_size, "kind": "symlink"})
+                found.append((path, "symlink", info.st_size))
             elif stat.S_ISDIR(info.st_mode):
-                found.append({"path": path, "size": 0, "kind": "dir"})
+                found.append((path, "dir", 0))
                 subdirs.append(path)
             else:
-                found.append({"path": path, "size": info.st_size, "kind": "file"})
+                found.append((path, "file", info.st_size))
             if len(found) >= MAX_LISTED:
                 break
         pending.extend(reversed(subdirs))
-    return sorted(found, key=lambda f: str(f["path"]))
+    return sorted(found)
+
+
+def _hex(text: str) -> str:
+    return os.fsencode(text).hex()
 
 
 def forward(listener: socket.socket, egress: socket.socket) -> None:
     """Hand each connection to the sandbox's proxy port to the proxy outside, until the socket closes."""
+    import socket
+
     while True:
         try:
             conn, _ = listener.accept()
@@ -93,8 +103,10 @@ def forward(listener: socket.socket, egress: socket.socket) -> None:
 
 def end_the_rest() -> None:
     """Kill every other process of the namespace (pid 1 itself is spared) and reap them all."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    try:  # noqa: SIM105 - contextlib would cost start-up time
         os.kill(-1, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     while True:
         try:
             os.waitpid(-1, 0)
@@ -119,47 +131,68 @@ def _raise_oom_score() -> None:
     # The file belongs to the process only while it is dumpable (exec would make it so anyway).
     if LIBC is not None:
         LIBC.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
-    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
-        f.write("1000")
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+
+
+def spawn(command: list[str]) -> int:
+    """Start the program with only descriptors 0-2 (before any thread exists, so forking is safe)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.closerange(3, 1 << 20)  # close_range(2): one call however high the limit
+            _raise_oom_score()
+            os.execv(command[0], command)
+        finally:
+            os._exit(127)
+    return pid
 
 
 def main() -> int:
     """Run the program as described in ``sys.argv``; return the status to exit with."""
-    config = json.loads(sys.argv[1])
-    command = sys.argv[2:]
+    files_fd, report_fd, egress_fd, port = sys.argv[1:5]
+    command = sys.argv[6:]
+    report = int(report_fd)
     if LIBC is not None:
         # Not dumpable: the program, running as the same uid, cannot open this process's descriptors.
         LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    with os.fdopen(config["files_fd"], "rb") as f:
-        files = json.loads(f.read())
-    report_fd = config["report_fd"]
+    with os.fdopen(int(files_fd), "rb") as f:
+        files = marshal.loads(f.read())
     try:
         put_files(files)
     except OSError as exc:
-        os.pwrite(report_fd, json.dumps({"setup_error": f"{exc.strerror}: {exc.filename}"}).encode(), 0)
+        os.pwrite(report, f"setup_error {_hex(f'{exc.strerror}: {exc.filename}')}\n".encode(), 0)
         return 1
-    listener = None
-    if config.get("egress_fd") is not None:
-        egress = socket.socket(fileno=config["egress_fd"])
-        listener = socket.create_server(("127.0.0.1", config["proxy_port"]), backlog=64)
-    # Started before any thread exists, so running Python code between fork and exec is safe.
-    program = subprocess.Popen(command, close_fds=True, preexec_fn=_raise_oom_score)  # noqa: S603
+    listener = egress = None
+    if egress_fd != "-":
+        import socket
+
+        egress = socket.socket(fileno=int(egress_fd))
+        listener = socket.create_server(("127.0.0.1", int(port)), backlog=64)
+    pid = spawn(command)
     if listener is not None:
+        import threading
+
         threading.Thread(target=forward, args=(listener, egress), daemon=True).start()
     while True:
         try:
-            status = program.wait()
+            _, status = os.waitpid(pid, 0)
             break
         except InterruptedError:
             continue
     end_the_rest()
-    os.pwrite(report_fd, json.dumps({"files": listing()}).encode(), 0)
-    return 128 - status if status < 0 else status
+    lines = ["files"] + [f"{kind} {size} {_hex(path)}" for path, kind, size in listing()]
+    os.pwrite(report, ("\n".join(lines) + "\n").encode(), 0)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
     except OSError as exc:
-        print(f"keel sandbox: {errno.errorcode.get(exc.errno or 0, 'error')}: {exc}", file=sys.stderr)
+        print(f"keel sandbox: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -31,6 +31,7 @@ import contextlib
 import functools
 import json
 import logging
+import marshal
 import os
 import shutil
 import signal
@@ -48,6 +49,7 @@ from ._common import MIB, prlimit_argv, result_from, sandbox_identity
 from ._egress import PROXY_PORT, EgressProxy, proxy_env
 from ._process import run_captured
 from ._types import ExecutionRequest, ExecutionResult, FileInfo
+from ._workspace import MAX_LISTED
 
 __all__ = ["BubblewrapBackend"]
 
@@ -223,8 +225,8 @@ class BubblewrapBackend:
             "--remount-ro", "/",
             "--",
         ]  # fmt: skip
-        config = {"files_fd": fds["files"], "report_fd": fds["report"], "egress_fd": egress, "proxy_port": PROXY_PORT}
-        argv += [self.python, "-I", "/run/keel/supervise.py", json.dumps(config), *prlimit_argv(limits)]
+        supervisor = [str(fds["files"]), str(fds["report"]), "-" if egress is None else str(egress), str(PROXY_PORT)]
+        argv += [self.python, "-I", "-S", "/run/keel/supervise.py", *supervisor, "--", *prlimit_argv(limits)]
         if request.language == "python":
             argv += [self.python, "-I", _script(request)]
         else:
@@ -243,12 +245,12 @@ class BubblewrapBackend:
                 syscalls = seccomp_filter(inet=bool(request.network))
             except ConfigError as exc:
                 return ExecutionResult(backend=self.name, exit_code=None, stop_reason="unavailable", error=str(exc))
-            files = dict(request.files)
+            files = dict(request.files)  # marshal: keel writes it, and the system Python reads it fast
             fds = {
                 "seccomp": _memfd("keel-seccomp", syscalls),
                 "code": _memfd("keel-code", request.code.encode("utf-8", errors="surrogatepass")),
                 "supervisor": _memfd("keel-supervisor", _SUPERVISOR),
-                "files": _memfd("keel-files", json.dumps(files).encode("utf-8", errors="surrogatepass")),
+                "files": _memfd("keel-files", marshal.dumps(files)),
                 "report": _memfd("keel-report", b""),
                 "passwd": _memfd("keel-passwd", f"sandbox:x:{uid}:{gid}:sandbox:/workspace:/bin/sh\n".encode()),
                 "group": _memfd("keel-group", f"sandbox:x:{gid}:\n".encode()),
@@ -322,11 +324,16 @@ class _Report:
 def _report(fd: int) -> _Report:
     """Read the report (written by code that shared the sandbox with the program: checked, never trusted)."""
     try:
-        raw = json.loads(os.pread(fd, REPORT_BYTES, 0) or b"{}")
-        if not isinstance(raw, dict):
+        lines = os.pread(fd, REPORT_BYTES, 0).decode("ascii").splitlines()
+        if not lines:
             return _Report([])
-        if isinstance(raw.get("setup_error"), str):
-            return _Report([], f"the request's files could not be written to the workspace: {raw['setup_error'][:300]}")
-        return _Report(_FILES.validate_python(raw.get("files", []))[:200])
+        if lines[0].startswith("setup_error "):
+            message = os.fsdecode(bytes.fromhex(lines[0].split(" ", 1)[1]))[:300]
+            return _Report([], f"the request's files could not be written to the workspace: {message}")
+        found = []
+        for line in lines[1 : MAX_LISTED + 1] if lines[0] == "files" else []:
+            kind, size, path = line.split(" ")
+            found.append({"kind": kind, "size": int(size), "path": os.fsdecode(bytes.fromhex(path))})
+        return _Report(_FILES.validate_python(found))
     except (OSError, ValueError, ValidationError):
         return _Report([])
