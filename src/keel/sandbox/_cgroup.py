@@ -42,10 +42,10 @@ class RunCgroup:
         v2_memory = {"memory.max": str(memory_bytes), "memory.swap.max": "0"}
         v1_memory = {"memory.limit_in_bytes": str(memory_bytes), "memory.memsw.limit_in_bytes": str(memory_bytes)}
         delegated = _read(ROOT / "cgroup.subtree_control").split()
-        if delegated and os.access(ROOT, os.W_OK):
-            wanted = {c: limits.get(c, v2_memory) for c in ("pids", "memory") if c in delegated}
+        wanted = {c: limits.get(c, v2_memory) for c in ("pids", "memory") if c in delegated}
+        if (ROOT / "cgroup.subtree_control").exists():  # a v2 hierarchy: never mix in v1 paths
             merged = {k: v for files in wanted.values() for k, v in files.items()}
-            path = self._make(ROOT / name, merged)
+            path = self._make(ROOT / name, merged) if wanted and os.access(ROOT, os.W_OK) else None
             if path is not None:
                 self.dirs = dict.fromkeys(wanted, path)
                 self.version = 2
