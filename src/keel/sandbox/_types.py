@@ -35,7 +35,8 @@ StopReason = Literal["timeout", "cpu", "memory", "output_size", "file_size", "un
 
 - ``timeout``: the wall-clock limit passed and the whole sandbox was killed.
 - ``cpu``: the CPU-time limit passed.
-- ``memory``: an allocation failed against the memory limit.
+- ``memory``: an allocation failed against the memory limit, or the kernel killed a process of the
+  sandbox at its memory cgroup's limit.
 - ``output_size``: stdout plus stderr passed ``Limits.kill_output_bytes`` and the sandbox was killed.
 - ``file_size``: a write passed the file-size limit, or filled ``/tmp`` or the workspace.
 - ``unavailable``: the backend cannot run on this machine (``error`` says why and how to fix it).
