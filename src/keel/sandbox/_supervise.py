@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 WORKSPACE = "/workspace"
 MAX_LISTED = 200
 PR_SET_DUMPABLE = 4
-_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 def put_files(files: dict[str, str]) -> None:
