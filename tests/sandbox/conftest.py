@@ -28,7 +28,7 @@ SESSION_UID = 62000 + os.getpid() % 1000
 
 @pytest.fixture(scope="session")
 def bubblewrap(workspace_base: str) -> BubblewrapBackend:
-    backend = BubblewrapBackend(workspace_dir=workspace_base, uid=SESSION_UID)
+    backend = BubblewrapBackend(uid=SESSION_UID)
     reason = backend.unavailable_reason()
     if reason is not None:
         pytest.skip(f"bubblewrap cannot run here: {reason} (`make sysdeps` installs it)")

@@ -32,3 +32,16 @@ def test_serving_unsafe_local_needs_the_explicit_flag() -> None:
     )
     assert done.returncode == 2
     assert "add --allow-unsafe only where something else is the boundary" in done.stderr
+
+
+def test_run_with_a_bad_network_entry_names_the_form_and_exits_2() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.sandbox", "run", "--network", "api.example.com", "print(1)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "not host:port" in done.stderr and "api.example.com:443" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -6,6 +6,7 @@ printed, the file was not created, the listener accepted nothing, no process is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -353,3 +354,157 @@ os.chmod("locked", 0)
         assert oct(target.stat().st_mode & 0o777) == oct(0o755)  # the link's target was not chmod-ed
     finally:
         shutil.rmtree(target)
+
+
+# -- bounded in total: deep trees, the workspace's size, memory across processes, what the mounts tell --
+def host_files_of_the_sandbox_uid() -> list[str]:
+    """Entries in the host's temporary directory (two levels deep) owned by this session's sandbox uid."""
+    found = []
+    top = tempfile.gettempdir()
+    for level_one in os.scandir(top):
+        paths = [level_one]
+        if level_one.is_dir(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                paths += list(os.scandir(level_one.path))
+        for entry in paths:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid == SESSION_UID:
+                    found.append(entry.path)
+            except OSError:
+                continue
+    return found
+
+
+def host_cgroups_of_the_sandbox() -> list[str]:
+    """Per-execution cgroups keel left on the host (each is named keel-sandbox-...)."""
+    left = []
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"):
+        with contextlib.suppress(OSError):
+            left += [os.path.join(root, n) for n in os.listdir(root) if n.startswith("keel-sandbox-")]
+    return left
+
+
+def assert_host_untouched(workspace_base: str) -> None:
+    assert os.listdir(workspace_base) == [], "a workspace was left on the host"
+    assert host_files_of_the_sandbox_uid() == [], "the sandbox left files in the host's temporary directory"
+    if os.geteuid() == 0:
+        assert sandbox_processes() == [], "sandbox processes outlived the sandbox"
+
+
+def test_1500_nested_directories_give_a_result_and_leave_nothing_on_the_host(
+    backend: SandboxBackend, workspace_base: str
+) -> None:
+    code = """
+import os
+path = "d"
+for _ in range(1500):
+    os.mkdir(path)
+    path += "/d"
+open(path[:-2] + "/leaf.txt", "w").write("deep")
+print("made 1500")
+"""
+    result = run(backend, code, timeout_s=30)
+    assert result.exit_code == 0 and result.stdout == "made 1500\n", result
+    assert result.files and result.files[0].path == "d" and result.files[0].kind == "dir"
+    assert len(result.files) <= 200
+    assert_host_untouched(workspace_base)
+
+
+def test_the_workspace_is_bounded_in_total_and_lives_off_the_host_disk(
+    bubblewrap: SandboxBackend, workspace_base: str
+) -> None:
+    # Each file stays under file_size_mb; together they would be 300 MiB.
+    code = """
+import json, os
+chunk = b"x" * (1 << 20)
+written, error = 0, None
+try:
+    for i in range(30):
+        with open(f"part{i}.bin", "wb") as f:
+            for _ in range(10):
+                f.write(chunk)
+                f.flush()
+                written += 1
+except OSError as e:
+    error = e.strerror
+fs = os.statvfs(".")
+print(json.dumps({"written_mib": written, "error": error, "size": fs.f_blocks * fs.f_frsize}))
+"""
+    result = run(bubblewrap, code, file_size_mb=16, workspace_mb=32, memory_mb=512)
+    out = report(result)
+    assert out["error"] == "No space left on device" and out["written_mib"] <= 32, out
+    assert out["size"] == 32 * 1024 * 1024, out  # the workspace is its own 32 MiB file system
+    assert sum(f.size for f in result.files) <= 32 * 1024 * 1024, result.files
+    assert_host_untouched(workspace_base)
+
+
+def memory_cgroup_writable() -> bool:
+    v2 = Path("/sys/fs/cgroup/cgroup.subtree_control")
+    if v2.exists():
+        return os.access(v2.parent, os.W_OK) and "memory" in v2.read_text().split()
+    return os.access("/sys/fs/cgroup/memory", os.W_OK)
+
+
+_HOLDERS = """
+import json, os
+children = []
+for _ in range(8):
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r); os.close(hold_w)
+        block = b"x" * (64 << 20)  # written, so every page is resident
+        os.write(ready_w, b"1")
+        os.read(hold_r, 1)  # hold the memory until the parent has heard from every child
+        os._exit(0)
+    os.close(ready_w); os.close(hold_r)
+    children.append((pid, ready_r, hold_w))
+ready = [os.read(ready_r, 1) == b"1" for _, ready_r, _ in children]
+# Every child that is ready and still alive now holds its block at this same moment.
+alive = [os.waitpid(pid, os.WNOHANG) == (0, 0) for pid, _, _ in children]
+held = sum(r and a for r, a in zip(ready, alive))
+for pid, _, hold_w in children:
+    try:
+        os.write(hold_w, b"1")  # a byte, not a close: later children hold copies of earlier write ends
+    except OSError:
+        pass  # that child is gone
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # reaped above
+print(json.dumps({"held": held}))
+"""
+
+
+def test_memory_is_bounded_across_all_of_a_runs_processes(bubblewrap: SandboxBackend, workspace_base: str) -> None:
+    if not memory_cgroup_writable():
+        pytest.skip("no writable memory cgroup here: memory_mb holds per process only (memory_limit 'rlimit')")
+    # Each process stays under memory_mb; together eight of them would hold 512 MiB.
+    result = run(bubblewrap, _HOLDERS, memory_mb=160, timeout_s=30)
+    assert result.memory_limit in ("cgroup-v2", "cgroup-v1"), result
+    assert result.stop_reason == "memory", result
+    lines = result.stdout.strip().splitlines()
+    assert lines and json.loads(lines[-1])["held"] <= 2, result  # 160 MiB total: at most two 64 MiB blocks
+    assert_host_untouched(workspace_base)
+    assert host_cgroups_of_the_sandbox() == [], "a per-execution cgroup was left on the host"
+
+
+def test_without_a_cgroup_the_result_says_memory_holds_per_process(workspace_base: str) -> None:
+    from keel.sandbox import BubblewrapBackend
+
+    backend = BubblewrapBackend(uid=SESSION_UID, use_cgroup=False)
+    result = run(backend, "x = bytearray(1 << 30)", memory_mb=256)
+    assert result.memory_limit == "rlimit-per-process" and result.stop_reason == "memory", result
+    assert_host_untouched(workspace_base)
+
+
+def test_mountinfo_does_not_show_host_paths_of_the_workspace(bubblewrap: SandboxBackend, workspace_base: str) -> None:
+    result = bubblewrap.run(ExecutionRequest(language="shell", code="cat /proc/self/mountinfo"))
+    assert result.exit_code == 0, result
+    mounts = result.stdout
+    assert tempfile.gettempdir() + "/" not in mounts and workspace_base not in mounts, mounts
+    assert str(PROJECT) not in mounts, mounts
+    workspace = [line for line in mounts.splitlines() if line.split()[4] == "/workspace"]
+    assert len(workspace) == 1 and " - tmpfs " in workspace[0], mounts
+    assert_host_untouched(workspace_base)

@@ -2,7 +2,8 @@ r"""Sandboxed code execution: the ``run_python`` and ``run_shell`` tools and the
 
 Backends (all implement `SandboxBackend`; choose with ``KEEL_SANDBOX_BACKEND`` or pass one):
 
-- ``bubblewrap`` (default, Linux): namespaces, seccomp, rlimits, an unprivileged uid; no network.
+- ``bubblewrap`` (default, Linux): namespaces, seccomp, rlimits, cgroups, an unprivileged uid; no
+  network, or only the ``host:port`` pairs a request allows, through a proxy outside the sandbox.
 - ``wasm``: standard-library Python in WebAssembly (wasmtime) on any OS; extra ``keel[sandbox-wasm]``.
 - ``remote``: a sandbox service reached over HTTP (`RemoteBackend`, served by `serve`), e.g. the
   gVisor pods in ``deploy/k8s/sandbox``.
@@ -20,11 +21,13 @@ Example:
 
 from ._common import DEFAULT_SANDBOX_UID
 from ._types import (
+    EgressEvent,
     ExecutionRequest,
     ExecutionResult,
     FileInfo,
     Language,
     Limits,
+    MemoryLimit,
     SandboxBackend,
     SandboxUnavailable,
     StopReason,
@@ -39,11 +42,13 @@ __all__ = [
     "BACKENDS",
     "BubblewrapBackend",
     "DEFAULT_SANDBOX_UID",
+    "EgressEvent",
     "ExecutionRequest",
     "ExecutionResult",
     "FileInfo",
     "Language",
     "Limits",
+    "MemoryLimit",
     "RemoteBackend",
     "SandboxBackend",
     "SandboxServer",

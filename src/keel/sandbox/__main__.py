@@ -4,6 +4,7 @@ Usage::
 
     python -m keel.sandbox run 'print(6 * 7)'                 # on KEEL_SANDBOX_BACKEND (default bubblewrap)
     python -m keel.sandbox run --shell 'uname -a; ls /'
+    python -m keel.sandbox run --network api.example.com:443 --shell 'curl -sI https://api.example.com'
     python -m keel.sandbox serve --backend bubblewrap --port 8750   # token from KEEL_SANDBOX_TOKEN
 
 ``serve --backend unsafe-local`` also needs ``--allow-unsafe``: use it only where something else is the
@@ -33,12 +34,23 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--shell", action="store_true", help="the code is a shell script")
     run.add_argument("--backend", choices=BACKENDS, default=None)
     run.add_argument("--timeout", type=float, default=10.0, help="wall-clock seconds; default 10")
+    run.add_argument(
+        "--network",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="allow egress to HOST:PORT through the sandbox's proxy (repeatable); default no network",
+    )
     serve = commands.add_parser("serve", help="serve a backend over HTTP (POST /v1/executions)")
     serve.add_argument("--backend", choices=BACKENDS, default=None)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8750)
     serve.add_argument("--max-concurrent", type=int, default=4)
-    serve.add_argument("--workspace-dir", default=None, help="where workspaces are created; default the temp dir")
+    serve.add_argument(
+        "--workspace-dir",
+        default=None,
+        help="where workspaces are created (wasm, unsafe-local; bubblewrap keeps its own inside the sandbox)",
+    )
     serve.add_argument("--allow-unsafe", action="store_true", help="permit the unsafe-local backend")
     return top
 
@@ -57,12 +69,17 @@ def _backend(name: str | None, workspace_dir: str | None, allow_unsafe: bool) ->
     if chosen == "bubblewrap":
         from .bubblewrap import BubblewrapBackend
 
-        return BubblewrapBackend(workspace_dir=workspace_dir)
+        return BubblewrapBackend()  # its workspace is a tmpfs inside the sandbox
     if chosen == "wasm":
         from .wasm import WasmBackend
 
         return WasmBackend(workspace_dir=workspace_dir)
     return get_backend(chosen)
+
+
+def _errors(exc: ValueError) -> list[dict[str, object]]:
+    errors = getattr(exc, "errors", None)
+    return list(errors()) if callable(errors) else [{"msg": str(exc)}]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,7 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             backend = get_backend(args.backend)
             language: Language = "shell" if args.shell else "python"
-            request = ExecutionRequest(language=language, code=args.code, limits=Limits(timeout_s=args.timeout))
+            try:
+                request = ExecutionRequest(
+                    language=language, code=args.code, limits=Limits(timeout_s=args.timeout), network=args.network
+                )
+            except ValueError as exc:
+                problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in _errors(exc))
+                print(f"keel sandbox: {problems}", file=sys.stderr)
+                return 2
             print(backend.run(request).model_dump_json(indent=2))
             return 0
         backend = _backend(args.backend, args.workspace_dir, args.allow_unsafe)

@@ -63,12 +63,15 @@ def run_captured(
     user: int | None = None,
     group: int | None = None,
     kill: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> Captured:
     """Run `argv` in a new session, killing the whole group at `timeout_s` or after `kill_bytes` of output.
 
     `user` and `group` switch the child to that uid and gid (and clear supplementary groups) before it
     executes; the caller passes them when it runs as root. `kill` replaces the default kill (SIGKILL
-    to the process group) when the sandbox needs another way to end all of its processes.
+    to the process group) when the sandbox needs another way to end all of its processes. `on_start`
+    is called with the child's pid before any of `stdin` is written (a child can wait for its first
+    byte to know that the call is done).
     """
     stop = kill or _kill
     started = time.perf_counter()
@@ -88,6 +91,8 @@ def run_captured(
         **extra,  # type: ignore[call-overload]
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    if on_start is not None:
+        on_start(proc.pid)
     feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True)
     feeder.start()
 

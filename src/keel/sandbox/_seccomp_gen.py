@@ -40,8 +40,15 @@ DENIED = (
 )  # fmt: skip
 
 
-def build() -> seccomp.SyscallFilter:
-    """The filter: allow by default, deny the calls above and every socket family but AF_UNIX."""
+AF_LIMIT = 64  # above every address family Linux defines (AF_MAX is 46)
+
+
+def build(inet: bool = False) -> seccomp.SyscallFilter:
+    """The filter: allow by default, deny the calls above and every socket family but AF_UNIX.
+
+    With `inet` (allow-listed egress), AF_INET and AF_INET6 are allowed too: the sandbox's network
+    namespace has only its own loopback, where the proxy's port is.
+    """
     filt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
     eperm = seccomp.ERRNO(errno.EPERM)
     for name in DENIED:
@@ -50,8 +57,15 @@ def build() -> seccomp.SyscallFilter:
         except (RuntimeError, ValueError):  # a call this kernel or libseccomp does not know
             continue
     # Only local (AF_UNIX) sockets: no AF_INET/AF_INET6 (network), AF_NETLINK (kernel), AF_PACKET (raw).
-    filt.add_rule(eperm, "socket", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
     filt.add_rule(eperm, "socketpair", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
+    if not inet:
+        filt.add_rule(eperm, "socket", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
+    else:
+        allowed = {socket.AF_UNIX, socket.AF_INET, socket.AF_INET6}
+        for family in range(AF_LIMIT):
+            if family not in allowed:
+                filt.add_rule(eperm, "socket", seccomp.Arg(0, seccomp.EQ, family))
+        filt.add_rule(eperm, "socket", seccomp.Arg(0, seccomp.GE, AF_LIMIT))
     for flag in CLONE_NAMESPACE_FLAGS:
         filt.add_rule(eperm, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
     filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
@@ -60,4 +74,4 @@ def build() -> seccomp.SyscallFilter:
 
 
 if __name__ == "__main__":
-    build().export_bpf(sys.stdout)
+    build(inet="--inet" in sys.argv[1:]).export_bpf(sys.stdout)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -60,45 +59,71 @@ class Workspace:
             os.chown(path, *self.owner, follow_symlinks=False)
 
     def listing(self) -> list[FileInfo]:
-        """The entries in the workspace (at most 200), by lstat: links are reported, never followed."""
+        """The entries in the workspace (at most 200), by lstat: links are reported, never followed.
+
+        The walk keeps its own stack rather than recursing, so a tree of any depth is listed.
+        """
         found: list[FileInfo] = []
-        for root, dirs, files in os.walk(self.path, followlinks=False):
-            dirs.sort()
-            for name in sorted(dirs) + sorted(files):
-                full = os.path.join(root, name)
+        pending = [""]
+        while pending and len(found) < MAX_LISTED:
+            rel = pending.pop()
+            try:
+                with os.scandir(self.path / rel) as entries:
+                    names = sorted(entry.name for entry in entries)
+            except OSError:
+                continue
+            subdirs = []
+            for name in names:
+                path = f"{rel}/{name}" if rel else name
                 try:
-                    info = os.lstat(full)
+                    info = os.lstat(self.path / path)
                 except OSError:
                     continue
-                rel = os.path.relpath(full, self.path)
                 if stat.S_ISLNK(info.st_mode):
-                    found.append(FileInfo(path=rel, size=info.st_size, kind="symlink"))
+                    found.append(FileInfo(path=path, size=info.st_size, kind="symlink"))
                 elif stat.S_ISDIR(info.st_mode):
-                    found.append(FileInfo(path=rel, size=0, kind="dir"))
+                    found.append(FileInfo(path=path, size=0, kind="dir"))
+                    subdirs.append(path)
                 else:
-                    found.append(FileInfo(path=rel, size=info.st_size, kind="file"))
+                    found.append(FileInfo(path=path, size=info.st_size, kind="file"))
                 if len(found) >= MAX_LISTED:
-                    return sorted(found, key=lambda f: f.path)
+                    break
+            pending.extend(reversed(subdirs))
         return sorted(found, key=lambda f: f.path)
 
     def remove(self) -> None:
-        """Delete the workspace, including directories the code made unreadable.
+        """Delete the workspace, including directories the code made unreadable, at any depth.
 
         Never follows a link: a directory is opened with ``O_NOFOLLOW`` before its mode is changed, and
-        ``shutil.rmtree`` removes links, not their targets.
+        links are unlinked, not their targets. The walk keeps its own stack rather than recursing.
         """
-        for root, dirs, _files in os.walk(self.path, followlinks=False):
-            for name in dirs:
-                _make_traversable(os.path.join(root, name))
-        _make_traversable(str(self.path))
-        shutil.rmtree(self.path, ignore_errors=True)
+        visited: list[str] = []
+        pending = [str(self.path)]
+        while pending:
+            directory = pending.pop()
+            _make_traversable(directory)
+            visited.append(directory)
+            try:
+                with os.scandir(directory) as scan:
+                    entries = list(scan)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+        for directory in reversed(visited):  # children were visited after their parents
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
 
 
 def _make_traversable(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
     except OSError:
-        return  # a link (left alone), or unreadable to us: rmtree removes what it can
+        return  # a link (left alone), or unreadable to us: removal takes what it can
     with contextlib.suppress(OSError):
         os.fchmod(fd, 0o700)
     os.close(fd)

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from ..exceptions import ConfigError
 from ._common import prlimit_argv, result_from, sandbox_identity
 from ._process import run_captured
-from ._types import ExecutionRequest, ExecutionResult
+from ._types import ExecutionRequest, ExecutionResult, no_egress
 from ._workspace import Workspace
 
 __all__ = ["UnsafeLocalBackend", "UnsafeSandboxWarning"]
@@ -86,6 +86,9 @@ class UnsafeLocalBackend:
         reason = self.unavailable_reason()
         if reason is not None:
             return ExecutionResult(backend=self.name, exit_code=None, stop_reason="unavailable", error=reason)
+        refused = no_egress(self.name, request, "its code reaches every host, so an allow-list would be a lie")
+        if refused is not None:
+            return refused
         with ExitStack() as stack:
             workspace = Workspace(self.workspace_dir, self.identity)
             stack.callback(workspace.remove)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import ast
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from ..exceptions import ConfigError
 from ..tools import Tool
-from ._types import ExecutionRequest, ExecutionResult, Language, Limits, SandboxBackend
+from ._types import ExecutionRequest, ExecutionResult, Language, Limits, SandboxBackend, egress_entry
 
 __all__ = ["BACKENDS", "get_backend", "python_tool", "run_python", "run_shell", "shell_tool"]
 
@@ -63,11 +64,19 @@ def get_backend(name: str | None = None) -> SandboxBackend:
 class _Runner:
     """Calls a backend, creating the default one on first use, and turns every failure into a result."""
 
-    def __init__(self, backend: SandboxBackend | str | None, limits: Limits | None, language: Language) -> None:
+    def __init__(
+        self,
+        backend: SandboxBackend | str | None,
+        limits: Limits | None,
+        language: Language,
+        network: Sequence[str] = (),
+    ) -> None:
         self._backend = backend
         self._lock = threading.Lock()
         self.limits = limits or Limits()
         self.language = language
+        # Checked now: a mistyped allow-list entry is the developer's error, not a result for the model.
+        self.network = [egress_entry(entry) for entry in network]
 
     def backend(self) -> SandboxBackend:
         with self._lock:
@@ -83,7 +92,12 @@ class _Runner:
             return ExecutionResult(backend=name, exit_code=None, stop_reason="unavailable", error=str(exc))
         try:
             request = ExecutionRequest(
-                language=self.language, code=code, stdin=stdin, files=files or {}, limits=self.limits
+                language=self.language,
+                code=code,
+                stdin=stdin,
+                files=files or {},
+                limits=self.limits,
+                network=self.network,
             )
         except ValueError as exc:  # a file path that leaves the workspace
             return ExecutionResult(backend=backend.name, exit_code=None, stop_reason="error", error=str(exc))
@@ -97,6 +111,12 @@ class _Runner:
 
 PYTHON_DESCRIPTION = "Run Python 3 (standard library, no network) in a sandbox; returns exit_code and what it prints."
 SHELL_DESCRIPTION = "Run a bash script (coreutils, grep, sed, awk, python3; no network) in a sandbox."
+
+
+def _description(base: str, network: Sequence[str]) -> str:
+    if not network:
+        return base
+    return base.replace("no network", f"network only to {', '.join(network)} through HTTPS_PROXY")
 
 
 def show_last_expression(code: str) -> str:
@@ -131,6 +151,7 @@ def python_tool(
     limits: Limits | None = None,
     name: str = "run_python",
     with_files: bool = True,
+    network: Sequence[str] = (),
 ) -> Tool:
     """A ``run_python`` tool that runs standard-library Python 3 in a sandbox.
 
@@ -143,8 +164,14 @@ def python_tool(
         name: the tool's name.
         with_files: offer the ``stdin`` and ``files`` arguments too; False keeps the tool's schema to
             ``code`` alone (fewer tokens, and small models fill no empty arguments).
+        network: ``host:port`` pairs the code may reach through the sandbox's egress proxy (see
+            `ExecutionRequest.network`); default none. With any, the tool is not idempotent: a call
+            may have effects elsewhere, so an interrupted one is not re-run silently.
+
+    Raises:
+        ValueError: a ``network`` entry is not ``host:port``.
     """
-    runner = _Runner(backend, limits, "python")
+    runner = _Runner(backend, limits, "python", network)
 
     def run_python(code: str, stdin: str = "", files: dict[str, str] | None = None) -> dict[str, Any]:
         """Run a Python 3 program (standard library only) in an isolated sandbox without network.
@@ -165,11 +192,21 @@ def python_tool(
         return runner(show_last_expression(code), "", None).for_model()
 
     func = run_python if with_files else run_python_code
-    return Tool(func, name=name, description=PYTHON_DESCRIPTION, idempotent=True, timeout=runner.limits.timeout_s + 30)
+    return Tool(
+        func,
+        name=name,
+        description=_description(PYTHON_DESCRIPTION, runner.network),
+        idempotent=not runner.network,
+        timeout=runner.limits.timeout_s + 30,
+    )
 
 
 def shell_tool(
-    backend: SandboxBackend | str | None = None, *, limits: Limits | None = None, name: str = "run_shell"
+    backend: SandboxBackend | str | None = None,
+    *,
+    limits: Limits | None = None,
+    name: str = "run_shell",
+    network: Sequence[str] = (),
 ) -> Tool:
     """A ``run_shell`` tool that runs a bash script in a sandbox.
 
@@ -178,8 +215,12 @@ def shell_tool(
             bubblewrap), created on the first call. The wasm backend runs Python only.
         limits: resource limits of each run; default `Limits()`.
         name: the tool's name.
+        network: ``host:port`` pairs the script may reach, as for `python_tool`; default none.
+
+    Raises:
+        ValueError: a ``network`` entry is not ``host:port``.
     """
-    runner = _Runner(backend, limits, "shell")
+    runner = _Runner(backend, limits, "shell", network)
 
     def run_shell(script: str, stdin: str = "", files: dict[str, str] | None = None) -> dict[str, Any]:
         """Run a bash script in an isolated sandbox without network.
@@ -192,7 +233,11 @@ def shell_tool(
         return runner(script, stdin, files).for_model()
 
     return Tool(
-        run_shell, name=name, description=SHELL_DESCRIPTION, idempotent=True, timeout=runner.limits.timeout_s + 30
+        run_shell,
+        name=name,
+        description=_description(SHELL_DESCRIPTION, runner.network),
+        idempotent=not runner.network,
+        timeout=runner.limits.timeout_s + 30,
     )
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._process import decode_output
-from ._types import ExecutionRequest, ExecutionResult, StopReason
+from ._types import ExecutionRequest, ExecutionResult, StopReason, no_egress
 from ._workspace import Workspace
 
 if TYPE_CHECKING:
@@ -169,6 +169,9 @@ class WasmBackend:
 
     def run(self, request: ExecutionRequest) -> ExecutionResult:
         """Run one Python request in a fresh WebAssembly instance and report what happened."""
+        refused = no_egress(self.name, request, "WASI preview 1 has no sockets")
+        if refused is not None:
+            return refused
         if request.language != "python":
             return ExecutionResult(
                 backend=self.name,
