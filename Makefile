@@ -49,6 +49,8 @@ APT_PACKAGES := $(SANDBOX_APT)
 APT_PACKAGES += redis-server
 # chromium: the web console's browser tests (Playwright drives Debian's build).
 APT_PACKAGES += chromium
+# curl: a client inside the sandbox that resolves names through the egress proxy (tests/sandbox).
+APT_PACKAGES += curl
 
 sysdeps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
