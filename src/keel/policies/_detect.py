@@ -27,6 +27,8 @@ from ._injection import NEGATABLE, PATTERNS, negated, readings
 __all__ = ["PII_KINDS", "Finding", "find_injection", "find_pii", "find_secrets", "redact"]
 
 PII_KINDS = ("email", "phone", "card", "iban", "national_id")
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL")
+"""Regions whose national phone formats are recognised by default (``+`` numbers always are)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ IBAN = re.compile(r"(?i)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
 SSN_NAMED = re.compile(
     r"(?i)\b(?:ssn|social[ -]security(?:[ -](?:number|no\.?|num|#))?)\W{0,12}(?:is\W{1,3})?"
-    r"(\d{3})[ .]?(\d{2})[ .]?(\d{4})\b"
+    r"(\d{3})[ .-]?(\d{2})[ .-]?(\d{4})\b"
 )
 DNI = re.compile(r"(?i)\b\d{8}-?[A-Z]\b")
 NIR = re.compile(r"\b[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b")
@@ -77,9 +79,7 @@ CODICE_FISCALE = re.compile(r"\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b"
 NINO = re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 
 
-def find_pii(
-    text: str, kinds: Iterable[str] = PII_KINDS, regions: Sequence[str] = ("US", "GB", "DE", "FR")
-) -> list[Finding]:
+def find_pii(text: str, kinds: Iterable[str] = PII_KINDS, regions: Sequence[str] = PHONE_REGIONS) -> list[Finding]:
     """Emails, phone numbers, payment cards (Luhn), IBANs (checksum) and national ids in `text`.
 
     National ids: US SSN, UK National Insurance number, Spanish DNI, French NIR, Italian codice
@@ -111,10 +111,10 @@ def find_pii(
                     break
                 value = value.rsplit(" ", 1)[0]
     if "national_id" in wanted:
-        found += [
+        found += [  # named as an SSN: its format is enough (python-stdnum rejects well-known published ones)
             Finding("national_id", m.start(1), m.end(3), "US SSN")
             for m in SSN_NAMED.finditer(folded)
-            if std["ssn"].is_valid("".join(m.groups()))
+            if _ssn_format(*m.groups())
         ]
         checks: list[tuple[re.Pattern[str], Callable[[str], bool], str]] = [
             (SSN, std["ssn"].is_valid, "US SSN"),
@@ -129,8 +129,14 @@ def find_pii(
             ]
     if "phone" in wanted and sum(c.isdigit() for c in text) >= 6:  # no numbering plan has shorter numbers
         taken = [(f.start, f.end) for f in found]
+        possible = phonenumbers.Leniency.POSSIBLE
         for region in regions:
-            for m in phonenumbers.PhoneNumberMatcher(folded, region):
+            matches = list(phonenumbers.PhoneNumberMatcher(folded, region))
+            # an international number the numbering plan calls unassigned (a reserved range) is still a number
+            matches += [
+                m for m in phonenumbers.PhoneNumberMatcher(folded, region, leniency=possible) if m.raw_string[0] == "+"
+            ]
+            for m in matches:
                 glued = m.start > 0 and (folded[m.start - 1].isalnum() or folded[m.start - 1] in "-_/.")
                 named = ID_WORD.search(folded[max(0, m.start - 16) : m.start]) is not None
                 if glued or named or DATED_ID.match(m.raw_string):
@@ -159,13 +165,17 @@ def _fold(text: str) -> str:
 
 
 def _iban_length_ok(std: dict[str, ModuleType], value: str) -> bool:
-    """Whether the IBAN has its country's length (python-stdnum's registry), national checks aside."""
+    """Whether the IBAN has its country's format (python-stdnum's registry), national check digits aside."""
     compact = re.sub(r"\s", "", value).upper()
     try:
         std["iban"].validate(compact)
-    except Exception as exc:  # InvalidComponent: a national check digit we do not require
-        return type(exc).__name__ == "InvalidComponent"
+    except Exception as exc:  # InvalidComponent, InvalidChecksum: a national check digit we do not require
+        return type(exc).__name__ in ("InvalidComponent", "InvalidChecksum")
     return True
+
+
+def _ssn_format(area: str, group: str, serial: str) -> bool:
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
 SECRET_PATTERNS: list[tuple[str, re.Pattern[str]]] = [

@@ -70,6 +70,12 @@ PRIOR = _any(
 )
 # fmt: on
 # fmt: off
+PRIOR_AFTER = _any(
+    r"anteriores?", r"previas?", r"précédentes?", r"antérieures?", r"precedenti", r"anteriori", r"eerdere",
+    r"vorige", r"vorherigen", r"poprzednie", r"предыдущие", r"tidigare",
+)
+# fmt: on
+# fmt: off
 AI = _any(
     r"ai", r"a\.i\.", r"assistant", r"chatbot", r"bot", r"agent", r"model", r"llm", r"language models?",
     r"automated (?:system|agent|assistant)", r"asistente", r"ia", r"assistente", r"modelo", r"ki",
@@ -107,7 +113,7 @@ TO = _any(
 ARTICLE = r"(?:(?:the|any|el|la|l'|den|die|das|de|il|lo|o|a|het|der)\s*)?"
 # fmt: off
 SECRETS = _any(
-    r"passwords?", r"credentials", r"api keys?", r"secrets", r"access tokens?", r"private keys?", r"tokens",
+    r"passwords?", r"credentials", r"api keys?", r"secrets", r"access tokens?", r"private keys?", r"tokens?",
     r"card (?:details|numbers?)", r"contraseñas", r"credenciales", r"datos de (?:pago|la tarjeta)",
     r"mots de passe", r"identifiants", r"passwörter", r"zugangsdaten", r"kennwörter", r"credenziali",
     r"dati di pagamento", r"senhas", r"wachtwoorden", r"hase[łl]", r"hasła", r"пароли", r"kart bilgi\w*",
@@ -140,6 +146,7 @@ _PATTERNS: list[tuple[str, str]] = [
         "override of earlier instructions",
         rf"{IGNORE}[^.\n!?。]{{0,30}}?{PRIOR}[^.\n!?。]{{0,25}}?{INSTRUCTIONS}"
         rf"|{INSTRUCTIONS}[^.\n!?。]{{0,12}}?{IGNORE}"
+        rf"|{IGNORE}[^.\n!?。]{{0,30}}?{INSTRUCTIONS}\s+{PRIOR_AFTER}|{IGNORE}\s+(?:\w+\s+)?{INSTRUCTIONS}"
         rf"|{IGNORE}\s*(?:everything|anything|all|todo|tout|alles|tutto|tudo|alles)\b[^.\n]{{0,25}}"
         r"(?:you were told|you have been told|said before|before this|above|so far|anterior|avant|vorher|prima|antes)",
     ),
@@ -154,7 +161,7 @@ _PATTERNS: list[tuple[str, str]] = [
         r"|\bsupersedes? (?:everything|all|your|any|prior|previous)|\bnew (?:directive|priority)\b"
         r"|\bthe (?:actual|real) (?:request|instruction|task)\b"
         r"|\bthe (?:text|message|instructions?) above (?:was|were|is) "
-        r"(?:a test|fake|void)|\beverything (?:you were told |above |before this(?: line)? )(?:is|was) "
+        r"(?:a test|fake|void)|\beverything (?:(?:you were told|above|before this(?: line)?|so far) )+(?:is|was) "
         r"(?:outdated|a test|void|irrelevant|fake|cancelled)"
         r"|\b(?:your )?instructions (?:have|has) been (?:updated|changed|replaced)"
         r"|\bpolicy changed\b[^.\n]{0,40}\byou are now allowed|\byou are now (?:allowed|authori[sz]ed|permitted) to",
