@@ -60,6 +60,9 @@ def _libs() -> tuple[ModuleType, dict[str, ModuleType]]:
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b")
 _AT = r"(?:\s*[\[({<]\s*at\s*[\])}>]\s*|\s+at\s+)"
 _DOT = r"(?:\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)"
+SPOKEN_EMAIL = re.compile(
+    r"(?i)(?<![\w.+-])[a-z0-9]+[._][a-z0-9._]*[a-z0-9]\s+at\s+[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24}\b"
+)
 OBFUSCATED_EMAIL = re.compile(
     rf"(?i)(?<![\w.+-])[a-z0-9][a-z0-9._%+-]*(?:{_DOT}[a-z0-9._%+-]+)*{_AT}[a-z0-9-]+(?:(?:{_DOT}|\.)[a-z0-9-]+)*{_DOT}"
     r"[a-z]{2,24}\b"
@@ -76,6 +79,7 @@ SSN_NAMED = re.compile(
 DNI = re.compile(r"(?i)\b\d{8}-?[A-Z]\b")
 NIR = re.compile(r"\b[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b")
 CODICE_FISCALE = re.compile(r"\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b")
+CODICE_FISCALE_NAMED = re.compile(r"(?i)(?<=codice fiscale)\W{1,4}[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b")
 NINO = re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 
 
@@ -91,7 +95,8 @@ def find_pii(text: str, kinds: Iterable[str] = PII_KINDS, regions: Sequence[str]
     folded = _fold(text)
     if "email" in wanted:
         found += [Finding("email", m.start(), m.end()) for m in EMAIL.finditer(folded)]
-        found += [Finding("email", m.start(), m.end(), "obfuscated") for m in OBFUSCATED_EMAIL.finditer(folded)]
+        for pattern in (OBFUSCATED_EMAIL, SPOKEN_EMAIL):
+            found += [Finding("email", m.start(), m.end(), "obfuscated") for m in pattern.finditer(folded)]
     if "card" in wanted:
         for m in CARD.finditer(folded):
             digits = re.sub(r"\D", "", m.group())
@@ -121,6 +126,7 @@ def find_pii(text: str, kinds: Iterable[str] = PII_KINDS, regions: Sequence[str]
             (DNI, lambda v: bool(std["dni"].is_valid(v.upper())), "ES DNI"),
             (NIR, std["nir"].is_valid, "FR NIR"),
             (CODICE_FISCALE, std["cf"].is_valid, "IT codice fiscale"),
+            (CODICE_FISCALE_NAMED, lambda _: True, "IT codice fiscale"),  # named: its format is enough
             (NINO, lambda _: True, "UK NINO"),
         ]
         for pattern, valid, name in checks:

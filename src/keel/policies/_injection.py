@@ -39,13 +39,14 @@ IGNORE = _any(
     r"vergeet", r"zignoruj", r"ignoruj", r"zapomnij", r"pomiń", r"игнорируй(?:те)?", r"проигнорируй(?:те)?",
     r"забудь(?:те)?", r"не обращай(?:те)? внимания на", r"ignorera", r"glöm", r"yok say", r"görmezden gel", r"unut",
     r"bỏ qua", r"quên", r"忽略", r"无视", r"無視", r"忘记", r"忘掉", r"不要理会", r"忘れて", r"무시", r"잊어",
-    r"تجاهل", r"انس",
+    r"تجاهل", r"انس", r"잊고", r"잊으", r"strunta i", r"pay no attention to",
 )
 # fmt: on
 # fmt: off
 INSTRUCTIONS = _any(
     r"instructions?", r"prompts?", r"rules", r"directions", r"directives?", r"guidelines", r"guidance",
-    r"constraints", r"context", r"what (?:you|they) (?:were|have been) told", r"everything (?:above|before|else)",
+    r"constraints", r"context", r"(?:earlier |previous )?conversation",
+    r"what (?:you|they) (?:were|have been) told", r"everything (?:above|before|else)",
     r"instrucciones", r"indicaciones", r"reglas", r"normas", r"directrices",
     r"todo lo (?:anterior|que te (?:dijeron|han dicho))", r"consignes", r"règles", r"tout ce qu'on t'a dit",
     r"anweisungen", r"regeln", r"vorgaben", r"instruktionen",
@@ -78,10 +79,51 @@ PRIOR_AFTER = _any(
 # fmt: off
 AI = _any(
     r"ai", r"a\.i\.", r"assistant", r"chatbot", r"bot", r"agent", r"model", r"llm", r"language models?",
-    r"automated (?:system|agent|assistant)", r"asistente", r"ia", r"assistente", r"modelo", r"ki",
+    r"automated (?:reply |response )?(?:system|agent|assistant)", r"asistente", r"ia", r"assistente", r"modelo", r"ki",
     r"ki-assistent(?:en)?", r"assistenten", r"modell", r"modello", r"ai-assistent", r"asystent(?:a|ie)?",
     r"ассистент(?:а|у)?", r"модель", r"yapay zek[aâ](?: asistanı)?", r"asistan", r"trợ lý", r"助手",
     r"アシスタント", r"어시스턴트", r"المساعد", r"نموذج الذكاء الاصطناعي",
+)
+# fmt: on
+# fmt: off
+AI_TERM = _any(
+    r"ai", r"a\.i\.", r"ia", r"ki", r"ии", r"llm", r"chatbot", r"assistant", r"asistente", r"assistente",
+    r"asystent\w*",
+    r"ассистент\w*", r"asistan\w*", r"virtual assistant", r"asistente virtual", r"assistente virtuale",
+    r"(?:ai|ki|ia)[- ](?:assistent\w*|asistente|assistente|agents?|systems?|models?|modell|modelo|modello)",
+    r"assistant ia", r"sprachmodell", r"modelo de lenguaje", r"modèle de langage", r"language models?",
+    r"automated (?:reply |response )?(?:systems?|agents?|assistants?)",
+    r"yapay zek[aâ]\w*", r"trợ lý(?: ai)?", r"ai助手", r"助手", r"aiアシスタント", r"アシスタント", r"ai\s*어시스턴트",
+    r"어시스턴트", r"الذكاء الاصطناعي", r"المساعد(?: الذكي)?",
+)
+"""Names for the AI that reads a text, as an injection greets it (``Lieber KI-Assistent,``)."""
+AI_WEAK = r"(?:models?|modelo|modell|modello|agents?|bots?|system)"
+"""Words that name the AI only when greeted or written to (``para o modelo:``; not ``Model: Aurora X2``)."""
+GREETING = _any(
+    r"dear", r"hey", r"hello", r"hi", r"attention", r"fyi", r"heads-up", r"querid[oa]", r"estimad[oa]", r"hola",
+    r"atención", r"cher", r"chère", r"bonjour", r"salut", r"lieber?", r"hallo", r"achtung", r"car[oa]", r"ciao",
+    r"olá", r"oi", r"beste", r"drog[ia]", r"uwaga", r"дорогой", r"уважаемый", r"внимание", r"привет", r"sevgili",
+    r"merhaba", r"kära", r"hej", r"亲爱的", r"尊敬的",
+)
+TOWARDS = _any(
+    r"to", r"for", r"para(?: el| la| o| a)?", r"pour(?: l'| le| la)?", r"destin[ée]e? (?:à|a)(?: l')?",
+    r"an(?: die| den| das)?", r"für(?: die| den| das)?", r"per(?: l'| il)?", r"voor(?: de| het)?", r"dla", r"для",
+    r"gửi", r"إلى", r"致", r"给", r"給",
+)
+USER = _any(
+    r"(?:the )?user(?:'s)?", r"(?:the )?customer(?:'s)?", r"(?:al |del )?usuario", r"(?:l')?utilisateur",
+    r"(?:den |dem |des )?(?:nutzer|benutzer)s?", r"(?:l')?utente", r"(?:o )?usu[áa]rio", r"(?:de )?gebruiker",
+    r"użytkownik\w*", r"пользовател\w*", r"用户", r"ユーザー", r"사용자", r"kullanıcı\w*", r"المستخدم",
+    r"người dùng",
+)
+TASK = _any(
+    r"task", r"job", r"goal", r"mission", r"objective", r"tarea", r"misión", r"tâche", r"aufgabe", r"ziel",
+    r"compito", r"missione", r"tarefa", r"missão", r"taak", r"opdracht", r"zadani\w*", r"задача", r"цель",
+)
+REAL = _any(
+    r"real", r"true", r"actual", r"new", r"verdader[oa]", r"nuev[oa]", r"vraie", r"véritable", r"nouvelle",
+    r"eigentliche", r"wahre", r"neue", r"ver[oa]", r"nuov[oa]", r"verdadeir[oa]", r"nov[oa]", r"echte", r"nieuwe",
+    r"prawdziw\w*", r"now\w*", r"настоящая", r"истинная", r"новая",
 )
 # fmt: on
 # fmt: off
@@ -98,7 +140,8 @@ NOT_AI_ROLE = r"(?!\s*(?:manager|director|editor|coach|professor|teacher|princip
 # fmt: off
 NOTE = _any(
     r"note", r"message", r"attention", r"instructions?", r"important", r"notice", r"directive", r"reminder",
-    r"aviso", r"nota", r"mensaje", r"instrucci[oó]n", r"importante", r"remarque", r"hinweis", r"achtung",
+    r"aviso", r"nota", r"mensaje", r"instrucci[oó]n(?:es)?", r"instru[çc][õo]es", r"anweisungen", r"consignes",
+    r"importante", r"remarque", r"hinweis", r"achtung",
     r"nachricht", r"anweisung", r"avviso", r"istruzioni", r"aten[çc][ãa]o", r"mensagem", r"opmerking", r"bericht",
     r"let op", r"uwaga", r"wiadomo[śs][ćc]", r"примечание", r"внимание", r"сообщение", r"not", r"uyarı", r"mesaj",
     r"lưu ý", r"指示", r"注意", r"إلى",
@@ -164,7 +207,10 @@ _PATTERNS: list[tuple[str, str]] = [
         r"(?:a test|fake|void)|\beverything (?:(?:you were told|above|before this(?: line)?|so far) )+(?:is|was) "
         r"(?:outdated|a test|void|irrelevant|fake|cancelled)"
         r"|\b(?:your )?instructions (?:have|has) been (?:updated|changed|replaced)"
-        r"|\bpolicy changed\b[^.\n]{0,40}\byou are now allowed|\byou are now (?:allowed|authori[sz]ed|permitted) to",
+        r"|\bpolicy changed\b[^.\n]{0,40}\byou are now allowed|\byou are now (?:allowed|authori[sz]ed|permitted) to"
+        rf"|\b(?:your|tu|ta|tua|deine?|twoim|twoje|твоя|seu|sua|je)\s+{REAL}\s+{TASK}|\bthe new (?:goal|task) is"
+        r"|\btreat (?:everything|all)\b[^.\n]{0,30}\bas (?:void|cancelled|invalid|null)"
+        r"|\binstructing (?:the |you,? )?(?:model|assistant|ai|agent|llm)",
     ),
     (
         "safety switched off",
@@ -183,6 +229,12 @@ _PATTERNS: list[tuple[str, str]] = [
     (
         "message to the assistant",
         rf"\b{NOTE}\s+{TO}\s+{ARTICLE}{AI}\b{NOT_AI_ROLE}"
+        rf"|(?:^|[\n.!?;>\"\-(]|\bp\.s\.)\s*(?:{GREETING}\s*,?\s+)?(?:{NOTE}\s+)?(?:{TOWARDS}\s*)?{AI_TERM}"
+        r"(?:\s+\w+){0,2}?\s*[,:：!，](?!\d)"
+        rf"|(?:^|[\n.!?;>\"\-(])\s*(?:{GREETING}\s*,?\s+|{NOTE}(?:\s+\w+)?\s+{TOWARDS}\s+|{TOWARDS}\s+)"
+        rf"{ARTICLE}{AI_WEAK}(?:\s+\w+){{0,2}}?\s*[,:：!，](?!\d)"
+        rf"|\b{GREETING}\s*,?\s+{AI_TERM}\s*[,:：!，]|{AI_TERM}\s*(?:の方へ|様|へ|에게)"
+        r"|\b(?:rules|instructions|guidelines|directions)\s+for\s+(?:ai|llm|automated)\s+(?:agents|assistants|models|systems)"
         rf"|(?:助手|アシスタント)(?:请注意|請注意|へ|に|への指示)|{NOTE}\s*(?:for|to)?\s*{AI}\s*[:：]"
         r"|إلى (?:المساعد|نموذج الذكاء الاصطناعي)",
     ),
@@ -215,6 +267,7 @@ _PATTERNS: list[tuple[str, str]] = [
         r"|sag (?:dem|es dem) (?:kunden|nutzer|benutzer) nichts|senza (?:chiedere|avvisare|informare)"
         r"|non dire (?:niente|nulla) al (?:cliente|utente)|sem (?:avisar|informar|perguntar|consultar)"
         r"|n[ãa]o (?:diga|conte|avise) (?:nada )?ao (?:cliente|usu[áa]rio)|zonder (?:te vragen|het te melden|de klant)"
+        r"|non dire (?:niente|nulla) all'utente|söylemeden|알리지 말고|without telling"
         r"|bez (?:pytania|informowania)|не говори(?:те)? (?:пользователю|клиенту)|без подтверждения|не сообщай"
         r"|不要(?:通知|告诉)(?:用户|客户)|无需确认|(?:ユーザー|お客様)には伝えずに|伝えないで|知らせずに|haber vermeden"
         r"|دون إبلاغ|بدون إخبار",
@@ -263,6 +316,12 @@ _PATTERNS: list[tuple[str, str]] = [
         r"|a partir de (?:ahora|maintenant|agora)\b[^.\n]{0,20}\b(?:tu|respondes|debes|dois|deves|vous)"
         r"|ab jetzt (?:bist du|musst du)|da ora in poi\b|vanaf nu (?:ben je|moet je)|отныне|теперь ты должен"
         r"|od teraz (?:jesteś|musisz)",
+    ),
+    (
+        "the person overruled",
+        rf"{IGNORE}\s+(?:\S+\s+){{0,3}}?{USER}|{USER}\S{{0,8}}?(?:無視|忽略|不要理会)"
+        r"|(?:no obedezcas|no escuches|n'écoute pas|hör nicht auf|non ascoltare|não obedeça|não escute|не слушай|"
+        r"do not obey|don'?t listen to)\s+(?:a |al |à |l'|den |dem |o |ao )?" + USER,
     ),
     (
         "the person's request overruled",
