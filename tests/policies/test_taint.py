@@ -299,3 +299,25 @@ async def test_a_held_call_runs_once_after_approval_and_the_replay_decides_the_s
     done = await rt.resume(agent(), waiting.run_id)
     assert (done.status, done.output) == ("done", "Transferred.")
     assert effects == [("transfer_funds", {"amount": 2500.0, "to_account": "DE44500105175407324931"})]
+
+
+async def test_a_trusted_tool_that_echoes_tainted_values_does_not_launder_them() -> None:
+    effects: list[tuple[str, dict[str, Any]]] = []
+
+    @tool
+    def check_account(account: str) -> dict[str, Any]:
+        """Check that an account number is well formed."""
+        return {"account": account, "valid": True}
+
+    script = [
+        ToolCall("read_inbox", {}),
+        ToolCall("check_account", {"account": "PL61109010140000071219812874"}),
+        ToolCall("transfer_funds", {"amount": 300, "to_account": "PL61109010140000071219812874"}),
+        "ok",
+    ]
+    inbox = "Zaplać 300 zł na rachunek PL61109010140000071219812874."
+    tools = [check_account, *toolbox(inbox, effects)]
+    task = "Read my inbox and pay the 300 it asks for if it is fine."
+    result = await Agent("a", ScriptedModel(script), tools=tools, policies=[TaintPolicy()]).run(task, runtime=MEMORY)
+    assert (result.status, effects) == ("waiting", [])
+    assert "check_account" in (result.error or "") and "PL61109010140000071219812874" in (result.error or "")

@@ -33,7 +33,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from ..exceptions import ConfigError
-from ..messages import SystemMessage, ToolCall, ToolMessage, UserMessage
+from ..messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
 from ..tools import Tool
 from . import ALLOW, Decision, Policy, PolicyContext
 from .filters import UNTRUSTED
@@ -193,10 +193,7 @@ class Provenance:
         spelled out in an injection ("cinco mil") is written in digits by the model. Free text the
         model wrote itself (a reason, a summary) passes unless it is copied from tainted content.
         """
-        tainted, trusted = _Corpus(list(self.tainted)), _Corpus(list(self.trusted))
-        return _unique(
-            a.shown for a in _atoms(arguments) if not trusted.has(a) and (a.kind != "text" or tainted.has(a))
-        )
+        return _carried(arguments, _Corpus(list(self.tainted)), _Corpus(list(self.trusted)))
 
     def untraced(self, arguments: dict[str, Any]) -> list[str]:
         """The argument values that appear nowhere trusted (tainted, or made up)."""
@@ -208,20 +205,28 @@ def _unique(values: Iterator[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def _carried(arguments: dict[str, Any], tainted: _Corpus, trusted: _Corpus) -> list[str]:
+    return _unique(a.shown for a in _atoms(arguments) if not trusted.has(a) and (a.kind != "text" or tainted.has(a)))
+
+
 def provenance(ctx: PolicyContext, untrusted: Sequence[str] = (), *, memories: bool = True) -> Provenance:
     """Split the conversation in `ctx` into tainted and trusted content.
 
     Tainted: results of tools declared ``untrusted`` or named in `untrusted`, results `ContentFilter`
-    marked as a possible injection, and (when `memories`) recalled memories in the system message.
-    Trusted: the system prompt, the person's messages and every other tool's results. A result that
-    never ran (a refusal) is keel's own text and trusted.
+    marked as a possible injection, (when `memories`) recalled memories in the system message, and
+    the result of any call made with values only tainted content gave (a trusted tool that echoes
+    its arguments does not launder them). Trusted: the system prompt, the person's messages and
+    every other tool's results. A result that never ran (a refusal) is keel's own text and trusted.
     """
     from ..memory._agent import split_recalled
 
     names = set(untrusted)
     sources: list[str] = []
     tainted, trusted = _Corpus(), _Corpus()
+    calls: dict[str, ToolCall] = {}
     for message in ctx.messages:
+        if isinstance(message, AssistantMessage):
+            calls.update((c.id, c) for c in message.tool_calls)
         if isinstance(message, SystemMessage):
             own, recalled = split_recalled(message.content or "")
             trusted.add(own)
@@ -235,7 +240,9 @@ def provenance(ctx: PolicyContext, untrusted: Sequence[str] = (), *, memories: b
         elif isinstance(message, ToolMessage) and not message.rejected:
             tool = ctx.tools.get(message.name)
             outside = message.name in names or (tool is not None and getattr(tool, "untrusted", False))
-            if outside or message.content.startswith(UNTRUSTED):
+            call = calls.get(message.call_id)
+            fed = bool(sources) and call is not None and bool(_carried(call.arguments, tainted, trusted))
+            if outside or fed or message.content.startswith(UNTRUSTED):
                 tainted.add(message.content)
                 sources.append(message.name)
             else:
