@@ -21,7 +21,7 @@ import unicodedata
 import urllib.parse
 from collections.abc import Iterator
 
-__all__ = ["PATTERNS", "readings"]
+__all__ = ["NEGATABLE", "PATTERNS", "negated", "readings"]
 
 
 def _any(*words: str) -> str:
