@@ -187,11 +187,11 @@ NEGATED = re.compile(r"(?i)\b(?:never|not|don'?t|do not|no|nunca|jamais|nie|niem
 _PATTERNS: list[tuple[str, str]] = [
     (
         "override of earlier instructions",
-        rf"{IGNORE}[^.\n!?。]{{0,30}}?{PRIOR}[^.\n!?。]{{0,25}}?{INSTRUCTIONS}"
-        rf"|{INSTRUCTIONS}[^.\n!?。]{{0,12}}?{IGNORE}"
-        rf"|{IGNORE}[^.\n!?。]{{0,30}}?{INSTRUCTIONS}\s+{PRIOR_AFTER}|{IGNORE}\s+(?:\w+\s+)?{INSTRUCTIONS}"
-        rf"|{IGNORE}\s*(?:everything|anything|all|todo|tout|alles|tutto|tudo|alles)\b[^.\n]{{0,25}}"
-        r"(?:you were told|you have been told|said before|before this|above|so far|anterior|avant|vorher|prima|antes)",
+        rf"{IGNORE}(?:[^.\n!?。]{{0,30}}?{PRIOR}[^.\n!?。]{{0,25}}?{INSTRUCTIONS}"
+        rf"|[^.\n!?。]{{0,30}}?{INSTRUCTIONS}\s+{PRIOR_AFTER}|\s+(?:\w+\s+)?{INSTRUCTIONS}"
+        r"|\s*(?:everything|anything|all|todo|tout|alles|tutto|tudo|alles)\b[^.\n]{0,25}"
+        r"(?:you were told|you have been told|said before|before this|above|so far|anterior|avant|vorher|prima|antes))"
+        rf"|{INSTRUCTIONS}[^.\n!?。]{{0,12}}?{IGNORE}",
     ),
     ("new instructions", r"\b(?:new|updated|real|actual|revised)\s+(?:system\s+)?instructions?\s*[:\-]"),
     (
@@ -330,8 +330,15 @@ _PATTERNS: list[tuple[str, str]] = [
         r"|ignore o pedido do usu[áa]rio|ignora la (?:pregunta|petición) del usuario",
     ),
 ]
+# A match starts at the start of a word or at a punctuation mark, never inside an ASCII word or on a space
+# (CJK has no spaces, so any non-ASCII letter may start one): the engine then skips most positions at once
+# instead of trying every lexicon there (several times faster on long texts).
 PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    (name, re.compile(pattern, re.IGNORECASE | re.MULTILINE)) for name, pattern in _PATTERNS
+    (
+        name,
+        re.compile(r"(?:(?<![A-Za-z0-9])(?=\S)|(?=[\n.!?;:>\"\-(]))(?:" + pattern + ")", re.IGNORECASE | re.MULTILINE),
+    )
+    for name, pattern in _PATTERNS
 ]
 """(name, pattern) pairs; a match in any reading of a text is a finding."""
 NEGATABLE = frozenset({"secrets requested", "concealment from the person", "exfiltration"})
