@@ -29,6 +29,7 @@ def test_guardrail_and_recovery_modules_export_documented_names() -> None:
         "keel.policies.filters",
         "keel.policies.progress",
         "keel.policies.ratelimit",
+        "keel.policies.taint",
     ):
         module = importlib.import_module(module_name)
         assert module.__all__ == sorted(module.__all__), module_name

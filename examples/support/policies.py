@@ -1,7 +1,10 @@
 """The support agent's rules beyond its instructions: refunds above the limit wait for a person.
 
 The instructions tell the model about the limit; this policy enforces it whatever the model does, so a
-refund of more than `APPROVAL_LIMIT` euros never runs before a person approves it.
+refund of more than `APPROVAL_LIMIT` euros never runs before a person approves it. Help articles are
+content from outside (`search_kb` is declared untrusted): after one is read, a refund or an address
+change whose values (an order, an amount, an address) no message of the customer and no shop record
+gave waits for a person too, so an article cannot steer the agent.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 from keel import Policy
 from keel.policies.approvals import RequireApproval
 from keel.policies.loops import LoopGuard
+from keel.policies.taint import TaintPolicy
 
 __all__ = ["APPROVAL_LIMIT", "POLICIES", "refund_needs_approval"]
 
@@ -29,10 +33,11 @@ def refund_needs_approval(tool: str, arguments: dict[str, Any]) -> bool:
 
 POLICIES: list[Policy] = [
     LoopGuard(),
+    TaintPolicy(),
     RequireApproval(
         ["refund_order"],
         when=refund_needs_approval,
         reason=f"refunds above {APPROVAL_LIMIT} euros need a person's approval",
     ),
 ]
-"""In order: stop repeated identical calls, then hold large refunds for approval."""
+"""In order: stop repeated identical calls, hold calls steered by content from outside, hold large refunds."""

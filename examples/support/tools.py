@@ -123,7 +123,7 @@ def refund_order(order_id: str, amount: Decimal, reason: str, ctx: ToolContext) 
         return shop.refund_order(conn, order_id, amount, reason, ctx.idempotency_key, data.today())
 
 
-@tool
+@tool(untrusted=True)
 def search_kb(query: str) -> dict[str, Any]:
     """Search the help articles (shipping, returns, refunds, payment, warranty, account, contact).
 

@@ -122,6 +122,10 @@ class Tool:
         idempotent: a repeated call with the same idempotency key has no second effect.
         requires_approval: a person must approve each call before it runs.
         fallback: a tool to call with the same arguments when this one fails unexpectedly.
+        untrusted: the tool reads content from outside (web pages, emails, documents, a knowledge base):
+            its results are tainted for `keel.policies.taint.TaintPolicy`.
+        taint_safe: the tool may run after tainted content without a person (it cannot be turned
+            against the user: it only notifies them, say).
     """
 
     rename_hint = "@tool(name=...)"
@@ -138,6 +142,8 @@ class Tool:
         idempotent: bool = False,
         requires_approval: bool = False,
         fallback: Tool | None = None,
+        untrusted: bool = False,
+        taint_safe: bool = False,
     ) -> None:
         self.func = func
         self.name = func.__name__ if name is None else name
@@ -149,6 +155,8 @@ class Tool:
         self.idempotent = idempotent
         self.requires_approval = requires_approval
         self.fallback = fallback
+        self.untrusted = untrusted
+        self.taint_safe = taint_safe
         self.is_async = inspect.iscoroutinefunction(func)
 
         doc = docstring_parser.parse(inspect.getdoc(func) or "")
@@ -270,6 +278,8 @@ def tool(
     idempotent: bool = False,
     requires_approval: bool = False,
     fallback: Tool | None = None,
+    untrusted: bool = False,
+    taint_safe: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -284,6 +294,8 @@ def tool(
     idempotent: bool = False,
     requires_approval: bool = False,
     fallback: Tool | None = None,
+    untrusted: bool = False,
+    taint_safe: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a function a tool, as `@tool` or `@tool(...)`.
 
@@ -296,6 +308,10 @@ def tool(
         idempotent: repeating a call with the same idempotency key has no second effect; default False.
         requires_approval: each call waits for a person's approval; default False.
         fallback: a tool called with the same arguments when this one fails unexpectedly.
+        untrusted: the tool reads content from outside (the web, email, documents, a knowledge base),
+            so its results are tainted: see `keel.policies.taint.TaintPolicy`; default False.
+        taint_safe: a side-effecting tool that may run after tainted content without a person's
+            approval (it cannot be turned against the user); default False.
 
     Raises:
         ConfigError: the name is invalid, an argument lacks a type hint, or a type has no JSON form.
@@ -311,6 +327,8 @@ def tool(
             idempotent=idempotent,
             requires_approval=requires_approval,
             fallback=fallback,
+            untrusted=untrusted,
+            taint_safe=taint_safe,
         )
 
     if func is not None:

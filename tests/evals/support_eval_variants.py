@@ -8,7 +8,7 @@ from typing import Any
 from examples.support.agent import agent as support
 
 from keel import Agent, ToolContext, tool
-from keel.policies.loops import LoopGuard
+from keel.policies.approvals import RequireApproval
 
 no_approval = Agent(
     support.name,
@@ -16,7 +16,7 @@ no_approval = Agent(
     instructions=support.instructions,
     tools=support.tools,
     max_steps=support.max_steps,
-    policies=[LoopGuard()],  # the refund approval removed
+    policies=[p for p in support.policies if not isinstance(p, RequireApproval)],  # the refund approval removed
 )
 
 

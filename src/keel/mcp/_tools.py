@@ -53,6 +53,8 @@ class ToolOptions:
         requires_approval: each call waits for a person; default the server-wide setting.
         timeout: seconds a call may take; default the server-wide setting.
         name: the name the model sees; default the server's name (with the prefix).
+        untrusted: the tool's results are tainted (`keel.policies.taint`); default the server-wide setting.
+        taint_safe: the tool may run after tainted content without approval; default False.
     """
 
     side_effects: bool | None = None
@@ -60,6 +62,8 @@ class ToolOptions:
     requires_approval: bool | None = None
     timeout: float | None = None
     name: str | None = None
+    untrusted: bool | None = None
+    taint_safe: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,8 @@ class MCPTools:
         side_effects: the default for every tool, over the annotations (None: read them).
         idempotent: the default for every tool, over the annotations (None: read them).
         requires_approval: every call waits for a person's approval; default False.
+        untrusted: the server's results are content from outside, tainted for
+            `keel.policies.taint.TaintPolicy`; default True (declare False for a server you run and trust).
         timeout: seconds a call may take; default no limit.
         env: extra environment variables for a stdio server.
         cwd: working directory of a stdio server.
@@ -143,6 +149,7 @@ class MCPTools:
         side_effects: bool | None = None,
         idempotent: bool | None = None,
         requires_approval: bool = False,
+        untrusted: bool = True,
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
@@ -197,6 +204,7 @@ class MCPTools:
         self.side_effects = side_effects
         self.idempotent = idempotent
         self.requires_approval = requires_approval
+        self.untrusted = untrusted
         self.timeout = timeout
         self.retries = retries
         if not callable(elicit) and elicit not in ("person", "decline"):
@@ -426,6 +434,8 @@ class MCPTool(Tool):
         self.idempotent = idempotent if options.idempotent is None else options.idempotent
         approval = options.requires_approval
         self.requires_approval = server.requires_approval if approval is None else approval
+        self.untrusted = server.untrusted if options.untrusted is None else options.untrusted
+        self.taint_safe = options.taint_safe
         timeout = server.timeout if options.timeout is None else options.timeout
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"tool {name!r}: timeout must be positive seconds, got {timeout!r}")

@@ -153,7 +153,7 @@ class AgentMemory:
                 raise ToolError(f"not remembered: {exc}") from None
             return f"remembered (id {saved.id})"
 
-        @tool(name="recall")
+        @tool(name="recall", untrusted=True)
         def recall(query: str, ctx: ToolContext) -> dict[str, Any]:
             """Search long-term memory: facts saved in earlier conversations, and the shared knowledge.
 
@@ -175,6 +175,13 @@ def _line(hit: Hit) -> dict[str, Any]:
 
 
 # The loop calls these two; each does its I/O inside a step.
+
+
+def split_recalled(system: str) -> tuple[str, str]:
+    """A system message's own text and the recalled memories `recall_into_context` appended to it."""
+    header = _prompts()["recalled"].partition("\n")[0]
+    own, found, recalled = system.partition(header)
+    return (own, found + recalled) if found else (system, "")
 
 
 async def recall_into_context(run: _Run) -> None:

@@ -21,7 +21,7 @@ from ..messages import ModelResponse, ToolCall, ToolMessage, UserMessage
 from ..models._base import Model
 from ..tools import Tool
 from . import ALLOW, Decision, Policy, PolicyContext
-from ._detect import PII_KINDS, Finding, describe, find_injection, find_pii, find_secrets, redact
+from ._detect import PHONE_REGIONS, PII_KINDS, Finding, describe, find_injection, find_pii, find_secrets, redact
 
 __all__ = ["ContentFilter", "Finding", "UNTRUSTED", "scan_text"]
 
@@ -45,7 +45,7 @@ def scan_text(
     pii: Iterable[str] = PII_KINDS,
     secrets: bool = True,
     injection: bool = True,
-    phone_regions: Sequence[str] = ("US", "GB", "DE", "FR"),
+    phone_regions: Sequence[str] = PHONE_REGIONS,
 ) -> list[Finding]:
     """Every finding in `text`: PII of the given kinds, secrets, and injection phrasings."""
     found = find_secrets(text) if secrets else []
@@ -90,7 +90,7 @@ class ContentFilter(Policy):
         high_stakes: tools that need approval after an untrusted result; default every tool declared
             ``side_effects``.
         phone_regions: regions whose national phone formats are recognised (international ``+`` numbers
-            always are); default US, GB, DE, FR.
+            always are); default US, GB, DE, FR, ES, IT, NL.
 
     Raises:
         ConfigError: an unknown kind, action or target, or a custom check that is not callable.
@@ -110,7 +110,7 @@ class ContentFilter(Policy):
         on_injection: Literal["untrusted", "block"] = "untrusted",
         scan: Sequence[str] = TARGETS,
         high_stakes: Sequence[str] | None = None,
-        phone_regions: Sequence[str] = ("US", "GB", "DE", "FR"),
+        phone_regions: Sequence[str] = PHONE_REGIONS,
     ) -> None:
         name = "ContentFilter"
         kinds = list(PII_KINDS) if pii is True else [] if pii is False else list(pii)
