@@ -209,7 +209,8 @@ class Runtime:
             by: who approves (recorded).
             note: an optional note.
             arguments_hash: the hash of the arguments the approver saw; refused if the request differs.
-            dispatch: queue the run's next step for a worker (False: continue it yourself with `resume`).
+            dispatch: queue the run's next step for a worker, in the decision's transaction (False: continue
+                it yourself with `resume`; a worker's sweeper queues it if nobody has 10 seconds later).
 
         Raises:
             UsageError: unknown, not an approval, already decided, expired, or for other arguments.
