@@ -209,7 +209,8 @@ class Runtime:
             by: who approves (recorded).
             note: an optional note.
             arguments_hash: the hash of the arguments the approver saw; refused if the request differs.
-            dispatch: queue the run's next step for a worker (False: continue it yourself with `resume`).
+            dispatch: queue the run's next step for a worker, in the decision's transaction (False: continue
+                it yourself with `resume`; a worker's sweeper queues it if nobody has 10 seconds later).
 
         Raises:
             UsageError: unknown, not an approval, already decided, expired, or for other arguments.
@@ -221,9 +222,9 @@ class Runtime:
                 f"approval {approval_id!r} is for other arguments than the ones given "
                 f"({approval.arguments_hash} != {arguments_hash}); review the request again"
             )
-        decided = engine.store.decide(approval_id, "approved", {"decision": "approved"}, by=by, note=note)
-        self._continue(decided.run_id, dispatch)
-        return decided
+        return engine.decide(
+            approval_id, "approved", {"decision": "approved"}, by=by, note=note, dispatch=dispatch
+        ).approval
 
     def reject(self, approval_id: str, *, by: str, reason: str, dispatch: bool = True) -> Approval:
         """Reject a pending tool call; the model is told `reason`.
@@ -232,9 +233,10 @@ class Runtime:
             UsageError: unknown, not an approval, already decided or expired.
         """
         self._pending(approval_id, "approval")
-        decided = self._engine().store.decide(approval_id, "rejected", {"decision": "rejected"}, by=by, note=reason)
-        self._continue(decided.run_id, dispatch)
-        return decided
+        engine = self._engine()
+        return engine.decide(
+            approval_id, "rejected", {"decision": "rejected"}, by=by, note=reason, dispatch=dispatch
+        ).approval
 
     def edit(
         self, approval_id: str, arguments: dict[str, Any], *, by: str, note: str | None = None, dispatch: bool = True
@@ -249,17 +251,20 @@ class Runtime:
             raise UsageError(f"edited arguments must be a JSON object, got {type(arguments).__name__}")
         from .policies.approvals import arguments_hash as digest
 
-        decided = self._engine().store.decide(
-            approval_id,
-            "approved",
-            {"decision": "approved", "edited": True},
-            by=by,
-            note=note,
-            edited=arguments,
-            edited_hash=digest(approval.tool or "", arguments),
+        return (
+            self._engine()
+            .decide(
+                approval_id,
+                "approved",
+                {"decision": "approved", "edited": True},
+                by=by,
+                note=note,
+                edited=arguments,
+                edited_hash=digest(approval.tool or "", arguments),
+                dispatch=dispatch,
+            )
+            .approval
         )
-        self._continue(decided.run_id, dispatch)
-        return decided
 
     def resolve(
         self,
@@ -293,9 +298,7 @@ class Runtime:
                 + (", ".join(allowed) or "approve, reject or edit (it is an approval)")
             )
         body = {"decision": decision, "result": result}
-        decided = self._engine().store.decide(approval_id, "decided", body, by=by, note=note)
-        self._continue(decided.run_id, dispatch)
-        return decided
+        return self._engine().decide(approval_id, "decided", body, by=by, note=note, dispatch=dispatch).approval
 
     def cancel(self, run_id: str) -> RunRecord:
         """Cancel a run that has not finished; pending approvals are rejected and its state is kept.
@@ -328,7 +331,3 @@ class Runtime:
                 f"{approval_id!r} is a {approval.kind} request, not an approval; decide it with `keel runs resolve`"
             )
         return approval
-
-    def _continue(self, run_id: str, dispatch: bool) -> None:
-        if dispatch:
-            self._engine().continue_decided(run_id)

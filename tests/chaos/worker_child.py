@@ -1,6 +1,6 @@
 """A keel worker process for the chaos suite: a support-like agent whose tools write to a side-effect ledger.
 
-Usage: python worker_child.py  (environment: DB_URL, LEDGER_URL, WORKER_ID, CONCURRENCY)
+Usage: python worker_child.py  (environment: DB_URL, LEDGER_URL, WORKER_ID, CONCURRENCY, CRASH_AFTER_EMAIL)
 
 The worker serves the run queue on DB_URL until SIGTERM, printing ``READY <pid>`` once it listens. The test
 kills it with SIGKILL at random points and starts it again.
@@ -14,6 +14,9 @@ for the outside services a real support agent calls:
   idempotency key, and a repeated key has no second effect (``ON CONFLICT DO NOTHING``). A repeat under
   another key would show as a second row.
 * ``email_customer`` is not idempotent: each call inserts a row, so a repeated call shows as a duplicate.
+  For the runs named in CRASH_AFTER_EMAIL, the worker kills itself right after a run's first email lands.
+
+`approving_agent` is the same agent with each refund waiting for a person's approval.
 
 Each tool sleeps a few random milliseconds before and after its effect (simulated service latency), so
 the test's kills land at varied points: before, inside and after a call.
@@ -37,6 +40,7 @@ from keel import Agent, ToolCall, ToolContext, tool
 from keel.durable import make_engine, run_worker
 from keel.messages import AssistantMessage, Message, UserMessage
 from keel.models import ScriptedModel
+from keel.policies.approvals import RequireApproval
 
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -140,7 +144,16 @@ async def email_customer(order_id: str, text: str, ctx: ToolContext) -> str:
         ctx: injected by keel.
     """
     await effect(ctx.run_id, "email", f"{order_id}: {text}", None)
+    if ctx.run_id in os.environ.get("CRASH_AFTER_EMAIL", "").split(",") and _emails(ctx.run_id) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # the email went out; its step is journaled started, never done
     return f"emailed the customer about {order_id}"
+
+
+def _emails(run_id: str) -> int:
+    assert _ledger is not None
+    with _ledger.connect() as conn:
+        query = "SELECT count(*) FROM ledger WHERE run_id = :r AND effect = 'email'"
+        return int(conn.execute(sa.text(query), {"r": run_id}).scalar_one())
 
 
 TASK = re.compile(r"order (?P<order>A-\d+) .*amount=(?P<amount>[\d.]+) plan=(?P<plan>[a-z,]+)")
@@ -174,12 +187,23 @@ agent = Agent(
 )
 
 
+approving_agent = Agent(
+    "support-approvals",
+    ScriptedModel(script),
+    instructions="You are the shop's support agent; a person approves each refund.",
+    tools=[lookup_order, refund_order, update_shipping_address, email_customer],
+    policies=[RequireApproval(["refund_order"], expires_in=3600)],
+    max_steps=6,
+)
+"""The same agent, whose refunds wait for a person's approval (the fork and decision chaos test)."""
+
+
 def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     run_worker(
         os.environ["DB_URL"],
-        [agent],
+        [agent, approving_agent],
         worker_id=os.environ["WORKER_ID"],
         concurrency=int(os.environ.get("CONCURRENCY", "8")),
         stop=stop,

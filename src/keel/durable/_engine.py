@@ -30,6 +30,8 @@ from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions
 from .._loop import RunResult, StepConflict, run_loop
 from ..exceptions import ConfigError, UsageError
 from ..messages import RunEvent
+from ._decisions import Decided, cancel_run, decide, expire_due, fork_run
+from ._killpoints import kill_point
 from ._steps import JournalSteps
 from ._store import (
     FINISH_SEGMENT,
@@ -143,9 +145,7 @@ async def carry(
         await asyncio.to_thread(engine.dispatch, run_id, expect=("queued", "running"))
         return {"run_id": run_id, "status": "handed_back"}, None
     if fresh is None:
-        await engine.writer.execute(
-            SET_RUNNING, {"p_run": run_id, "p_worker": engine.worker_id, "p_now": time.time()}
-        )
+        await engine.writer.execute(SET_RUNNING, {"p_run": run_id, "p_worker": engine.worker_id, "p_now": time.time()})
     steps = JournalSteps(run_id, store, engine.writer, journal={} if fresh is not None else None)
     try:
         result = await run_loop(agent, record.task, steps, emit, record.metadata)
@@ -336,7 +336,10 @@ class DurableEngine:
                 log.exception("heartbeat failed")
 
     def sweep(self, now: float | None = None, dead_after: float = DEAD_AFTER_SECONDS) -> list[str]:
-        """Hand the runs of workers that stopped heartbeating, orphaned runs, and expired approvals to the queue.
+        """Hand to the queue the runs of workers that stopped heartbeating, orphaned runs, and decided ones.
+
+        A run is decided when a request of its expires here, or when a person's decision released it and
+        the process that decided died before queueing it.
 
         Returns:
             the ids of the runs dispatched.
@@ -367,10 +370,13 @@ class DurableEngine:
         for record in self._orphans(now):
             with contextlib.suppress(UsageError):  # it moved on meanwhile
                 dispatched.append(self.dispatch(record.run_id, expect=(record.status,)))
-        for approval in self.store.expire_due(now):
-            waiting = self.store.get_run(approval.run_id)
-            if waiting is not None and waiting.status in ("waiting", "needs_attention"):
-                dispatched.append(self.dispatch(approval.run_id))
+        for expired in expire_due(self.store, now):
+            if expired.segment is not None:
+                self._enqueue(expired.approval.run_id, expired.segment)
+                dispatched.append(expired.approval.run_id)
+        for record in self.store.decided_waiting(now - ORPHAN_AFTER_SECONDS):
+            with contextlib.suppress(UsageError):  # it moved on meanwhile
+                dispatched.append(self.dispatch(record.run_id, expect=(record.status,)))
         return dispatched
 
     def alive(self, worker_id: str) -> bool:
@@ -439,6 +445,42 @@ class DurableEngine:
         segment = self.store.next_segment(run_id, expect=expect)
         self._enqueue(run_id, segment)
         return run_id
+
+    def decide(
+        self,
+        approval_id: str,
+        status: str,
+        decision: dict[str, Any],
+        *,
+        by: str,
+        note: str | None,
+        edited: dict[str, Any] | None = None,
+        edited_hash: str | None = None,
+        dispatch: bool = True,
+    ) -> Decided:
+        """Record a person's decision and, with `dispatch`, queue the run it releases for any worker.
+
+        The decision and the claim of the run's next segment are one transaction; a process killed before
+        the segment is queued leaves the run queued for the sweeper to hand on.
+
+        Raises:
+            UsageError: unknown, already decided or expired.
+        """
+        decided = decide(
+            self.store,
+            approval_id,
+            status,
+            decision,
+            by=by,
+            note=note,
+            edited=edited,
+            edited_hash=edited_hash,
+            claim=dispatch,
+        )
+        if decided.segment is not None:
+            kill_point("decide:claimed")
+            self._enqueue(decided.approval.run_id, decided.segment)
+        return decided
 
     def continue_decided(self, run_id: str) -> None:
         """Queue the next segment of a run whose request a person has just decided.
@@ -596,11 +638,8 @@ class DurableEngine:
             raise UsageError(f"run {run_id!r} does not exist; list runs with `keel runs list`")
         if record.status in FINAL:
             raise UsageError(f"run {run_id!r} already finished ({record.status}); nothing to cancel")
-        self.store.set_status(run_id, "cancelled")
+        cancel_run(self.store, run_id)
         self._cancel_segment(record)
-        for approval in self.store.list_approvals(status="pending", run_id=run_id):
-            with contextlib.suppress(UsageError):  # decided concurrently
-                self.store.decide(approval.id, "rejected", {"decision": "rejected"}, by="keel", note="run cancelled")
         updated = self.store.get_run(run_id)
         assert updated is not None
         return updated
@@ -608,8 +647,11 @@ class DurableEngine:
     def fork(self, run_id: str, from_step: int, *, new_run_id: str) -> RunRecord:
         """Start a new run whose history is the first `from_step` model steps of another; queue it.
 
+        The fork gets the original's journal up to there, a call cut off in flight included (the fork asks a
+        person about it), and its own pending request for each request copied without its decision.
+
         Raises:
-            UsageError: the run does not exist, or `from_step` is outside its history.
+            UsageError: the run does not exist, `from_step` is outside its history, or `new_run_id` is taken.
         """
         record = self.store.get_run(run_id)
         if record is None:
@@ -621,11 +663,9 @@ class DurableEngine:
                 f"run {run_id!r} has {len(model_seqs)} steps; --from-step must be between 0 and {len(model_seqs)}"
             )
         upto = model_seqs[from_step] - 1 if from_step < len(model_seqs) else max(journal, default=0)
-        self.store.create_run(new_run_id, record.agent, record.task, record.metadata, parent=run_id)
-        self.store.copy_steps(run_id, new_run_id, upto)
+        forked = fork_run(self.store, record, new_run_id, upto)
+        kill_point("fork:committed")  # stored whole and queued in the index: the sweeper hands it on
         self._enqueue(new_run_id, 0)
-        forked = self.store.get_run(new_run_id)
-        assert forked is not None
         return forked
 
     def prune(self, older_than: float) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -10,6 +9,7 @@ import sqlalchemy as sa
 
 from .._loop import RunStatus, StepConflict, StepFn, StepInterrupted, Suspend
 from ..exceptions import RunError
+from ._decisions import expire_due, request_id
 from ._store import Approval, Store
 from ._writer import JournalWriter
 
@@ -128,7 +128,7 @@ class JournalSteps:
         if recorded is not None:
             approval_id = str((recorded[2] or {})["id"])
         else:
-            approval_id = "apv_" + hashlib.sha256(f"{self.run_id}/{self._seq}".encode()).hexdigest()[:20]
+            approval_id = request_id(self.run_id, self._seq)
             now = time.time()
             expires_in = request.get("expires_in") if kind == "approval" else None
             self._store.request_decision(
@@ -157,7 +157,7 @@ class JournalSteps:
         if approval is None:
             raise RunError(f"run {self.run_id}: its request {approval_id} is missing from the database")
         if approval.status == "pending" and approval.expires_at is not None and approval.expires_at <= time.time():
-            self._store.expire_due()
+            expire_due(self._store, ids=[approval_id])  # this run is running: nothing to claim
             approval = self._store.get_approval(approval_id) or approval
         if approval.status == "pending":
             self._seq -= 1  # the decision's slot stays free for the segment that finds it made

@@ -407,6 +407,10 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(runs.c.status).where(runs.c.run_id == run_id)).scalar()
 
+    def note_cancelled(self, run_id: str) -> None:
+        """Know at once, in this process, that the run was cancelled (other processes within a second)."""
+        self._cancelled.add(run_id)
+
     def set_status(self, run_id: str, status: str, *, worker: str | None = None, segment: int | None = None) -> None:
         """Move a run to `status`."""
         if status == "cancelled":
@@ -504,19 +508,6 @@ class Store:
                 .values(status="done", output=json.dumps(output))
             )
 
-    def copy_steps(self, source: str, target: str, upto: int) -> int:
-        """Copy the first `upto` completed steps of one run into another (for forks)."""
-        journal = self.load_steps(source)
-        rows = [
-            {"run_id": target, "seq": seq, "name": name, "status": "done", "output": json.dumps(output)}
-            for seq, (name, status, output) in sorted(journal.items())
-            if seq <= upto and status == "done"
-        ]
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(steps.insert(), rows)
-        return len(rows)
-
     # -- approvals and other decisions --------------------------------------------------------
     def request_decision(self, approval: Approval) -> None:
         """Store a new request for a person's decision (idempotent on its id)."""
@@ -559,82 +550,21 @@ class Store:
         with self.engine.connect() as conn:
             return [_approval(r) for r in conn.execute(query).mappings()]
 
-    def decide(
-        self,
-        approval_id: str,
-        status: str,
-        decision: dict[str, Any],
-        *,
-        by: str,
-        note: str | None,
-        edited: dict[str, Any] | None = None,
-        edited_hash: str | None = None,
-    ) -> Approval:
-        """Record a person's decision on a pending request; refused unless it is pending and unexpired.
+    def decided_waiting(self, decided_before: float) -> list[RunRecord]:
+        """Runs recorded as waiting for a person with no request pending, the last decided before `decided_before`.
 
-        Raises:
-            UsageError: unknown, already decided or expired.
+        Nothing else would move them: a process died between a decision and the queueing of the run it
+        released (a segment that recorded its run as waiting right after the decision, say).
         """
-        now = time.time()
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(approvals).where(approvals.c.id == approval_id)).mappings().first()
-            if row is None:
-                raise UsageError(f"approval {approval_id!r} does not exist; list them with `keel approvals list`")
-            if row["status"] != "pending":
-                raise UsageError(
-                    f"approval {approval_id!r} was already {row['status']} by {row['decided_by'] or 'keel'}; "
-                    "a decision cannot be changed"
-                )
-            if row["expires_at"] is not None and row["expires_at"] <= now:
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["expires_at"]))
-                raise UsageError(
-                    f"approval {approval_id!r} expired at {when} UTC; its default ({row['on_expiry']}) applies"
-                )
-            updated = conn.execute(
-                approvals.update()
-                .where(approvals.c.id == approval_id, approvals.c.status == "pending")
-                .values(
-                    status=status,
-                    decision=json.dumps(decision, default=str),
-                    decided_by=by,
-                    decided_at=now,
-                    note=note,
-                    edited_arguments=None if edited is None else json.dumps(edited, default=str),
-                    edited_hash=edited_hash,
-                )
-            )
-            if updated.rowcount != 1:
-                raise UsageError(f"approval {approval_id!r} was decided by someone else just now")
-        result = self.get_approval(approval_id)
-        assert result is not None
-        return result
-
-    def expire_due(self, now: float | None = None) -> list[Approval]:
-        """Mark pending requests past their expiry as expired; return them."""
-        now = time.time() if now is None else now
-        with self.engine.begin() as conn:
-            rows = (
-                conn.execute(
-                    sa.select(approvals).where(
-                        approvals.c.status == "pending",
-                        approvals.c.expires_at.is_not(None),
-                        approvals.c.expires_at <= now,
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            expired = []
-            for row in rows:
-                decision = {"decision": "expired", "on_expiry": row["on_expiry"]}
-                done = conn.execute(
-                    approvals.update()
-                    .where(approvals.c.id == row["id"], approvals.c.status == "pending")
-                    .values(status="expired", decision=json.dumps(decision), decided_by="keel", decided_at=now)
-                )
-                if done.rowcount == 1:
-                    expired.append(row["id"])
-        return [a for a in (self.get_approval(i) for i in expired) if a is not None]
+        pending = sa.select(approvals.c.id).where(approvals.c.run_id == runs.c.run_id, approvals.c.status == "pending")
+        last = (
+            sa.select(sa.func.max(approvals.c.decided_at)).where(approvals.c.run_id == runs.c.run_id).scalar_subquery()
+        )
+        query = sa.select(runs).where(
+            runs.c.status.in_(("waiting", "needs_attention")), ~pending.exists(), last < decided_before
+        )
+        with self.engine.connect() as conn:
+            return [run_record(r) for r in conn.execute(query).mappings()]
 
     # -- workers ------------------------------------------------------------------------------
     def heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:
