@@ -215,6 +215,7 @@ class _Run:
         self.messages: list[Message] = [SystemMessage(agent.system_prompt), UserMessage(task)]
         self.usage = Usage()
         self.step = 0
+        self.withheld: str | None = None  # why every tool was withheld from a request, once one was
         self.planner = Planner(agent, self.event) if agent.planning == "explicit" else None
         self.event("run_started", agent=agent.name, task=task, model=agent.model.name, tenant=metadata.get("tenant"))
 
@@ -335,6 +336,15 @@ class _Run:
                     )
                 continue
             rejections = 0
+            if verdict.is_final and self.withheld is not None:  # work the task needed may not have happened
+                return self.finish(
+                    "failed",
+                    verdict.final,
+                    f"every tool was withheld from a request of this run ({self.withheld}), so work the task "
+                    "needed may not have happened; check the answer, or make the policy pause for a person "
+                    "instead (LoopGuard(then='pause'))",
+                    "ToolsWithheld",
+                )
             if verdict.is_final:
                 if agent.memory is not None:
                     await remember_run_facts(self)
@@ -378,7 +388,11 @@ class _Run:
             if decision.action == "modify" and (decision.tools is not None or decision.content is not None):
                 if decision.tools is not None:
                     allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
-                    offered = [s for s in offered if s["name"] in allowed]
+                    kept = [s for s in offered if s["name"] in allowed]
+                    if not any(s["name"] in self.agent.tools_by_name for s in kept) and len(kept) < len(offered):
+                        self.withheld = f"{decision.policy}: {decision.reason}"
+                        self.event("tools_withheld", policy=decision.policy, reason=decision.reason)
+                    offered = kept
                 if decision.content is not None:
                     self.replace_last_user(decision.content)
             elif decision.action != "modify":
