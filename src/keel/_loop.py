@@ -35,7 +35,7 @@ from .messages import (
 )
 from .models._base import request_number
 from .planning import Planner, PlanningFailed
-from .policies import Decision, Policy, PolicyContext
+from .policies import Decision, Policy, PolicyContext, Where, redact
 from .policies.approvals import arguments_hash
 from .tools import Tool, ToolArgumentsError, ToolContext
 
@@ -212,12 +212,14 @@ class _Run:
         self.agent, self.steps, self.emit, self.metadata = agent, steps, emit, metadata
         self.run_id = steps.run_id
         self.memory = ShortTermMemory(agent.context_budget)
+        task, hidden = redact(agent.policies, task, "task")  # a durable run's task arrives redacted already
         self.messages: list[Message] = [SystemMessage(agent.system_prompt), UserMessage(task)]
         self.usage = Usage()
         self.step = 0
         self.withheld: str | None = None  # why every tool was withheld from a request, once one was
         self.planner = Planner(agent, self.event) if agent.planning == "explicit" else None
         self.event("run_started", agent=agent.name, task=task, model=agent.model.name, tenant=metadata.get("tenant"))
+        self.hidden(hidden, None)
 
     def event(self, kind: Any, **data: Any) -> None:
         self.emit(RunEvent(kind, self.run_id, self.step, data))
@@ -280,6 +282,36 @@ class _Run:
                 await policy.after_run(ctx, status)
             except Exception:  # an observer must never change how the run ended
                 log.exception("policy %s failed in after_run of run %s", policy.name, self.run_id)
+
+    async def redacted(self, where: Where, fn: StepFn) -> dict[str, Any]:
+        """Run a step's effect and let the policies redact its text before the journal keeps it.
+
+        What a policy hides never reaches the journal, the events or the API; a resumed run replays the
+        redacted record. The record lists what was hidden, for the events.
+        """
+        out = await fn()
+        policies = self.agent.policies
+        hidden: list[tuple[str, str]] = []
+        if where == "output":
+            response = out["response"]
+            message = response["message"]
+            if message.get("content"):
+                message["content"], hidden = redact(policies, message["content"], where)
+            if response.get("raw_text"):
+                response["raw_text"], _ = redact(policies, response["raw_text"], where)
+        else:
+            if out.get("content"):
+                out["content"], hidden = redact(policies, out["content"], where)
+            if out.get("escalate"):
+                out["escalate"], _ = redact(policies, out["escalate"], where)
+        if hidden:
+            out["redacted"] = [list(h) for h in hidden]
+        return out
+
+    def hidden(self, redactions: list[tuple[str, str]], tool: str | None) -> None:
+        """Tell the observers what the policies redacted (a `modify` decision each)."""
+        for policy, reason in redactions:
+            self.event("policy_decision", policy=policy, action="modify", reason=reason, tool=tool)
 
     def decided(self, decision: Decision, policy: Policy, tool: str | None) -> Decision:
         if not decision.policy:
@@ -434,7 +466,7 @@ class _Run:
         self.event("model_request", messages=len(messages), tools=len(offered))
         request_number.set(self.step)
         step_fn = functools.partial(model_step, self.agent.model, self.memory, messages, offered)
-        raw = await self.steps("model", step_fn)
+        raw = await self.steps("model", functools.partial(self.redacted, "output", step_fn))
         response = ModelResponse.from_dict(raw["response"])
         for k, call in enumerate(response.message.tool_calls):
             if not call.id:  # some providers (and the JSON envelope) give no call ids
@@ -450,6 +482,7 @@ class _Run:
         )
         if raw["window"]["shortened"] or raw["window"]["omitted"]:
             self.event("context_trimmed", **raw["window"])
+        self.hidden([(p, r) for p, r in raw.get("redacted", ())], None)
         return response
 
     async def handle_call(
@@ -483,6 +516,7 @@ class _Run:
                 "ToolFailed",
                 ToolMessage(call.id, call.name, f"{call.name} failed unexpectedly: {crash}", is_error=True),
             ) from None
+        self.hidden([(p, r) for p, r in raw.get("redacted", ())], call.name)
         if raw.get("fall_back") and tool.fallback is not None:
             return await self.fall_back(ctx, index, call, tool, f"{tool.name} failed: {raw['fall_back']}")
         result = ToolMessage(call.id, call.name, raw["content"], raw["is_error"])
@@ -609,7 +643,7 @@ class _Run:
 
     async def run_tool(self, name: str, tool: Tool, kwargs: dict[str, Any], tctx: ToolContext) -> dict[str, Any]:
         """Run the tool as a step; if it was cut off mid-call by a dead worker, ask a person what to do."""
-        fn = functools.partial(tool_step, tool, kwargs, tctx)
+        fn = functools.partial(self.redacted, "tool_results", functools.partial(tool_step, tool, kwargs, tctx))
         try:
             return await self.steps(f"tool:{name}", fn, guard=tool.side_effects and not tool.idempotent)
         except StepInterrupted:
@@ -630,7 +664,7 @@ class _Run:
             completion = fn
             if choice.get("decision") == "skip":
                 supplied = {"content": str(choice.get("result") or "done"), "is_error": False, "duration_ms": 0.0}
-                completion = functools.partial(_given, supplied)
+                completion = functools.partial(self.redacted, "tool_results", functools.partial(_given, supplied))
             elif choice.get("decision") != "retry":
                 raise _Stop("failed", f"a person failed the run after {name} was interrupted", "Interrupted")
             try:

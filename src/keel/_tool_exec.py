@@ -85,4 +85,3 @@ async def tool_step(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext) -> dic
         out = {"content": f"{tool.name} failed: {why}", "is_error": True, "fall_back": why}
     out["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return out
-
