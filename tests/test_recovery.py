@@ -15,6 +15,7 @@ from keel.models._errors import ModelAPIError
 from keel.policies import Decision, Policy, PolicyContext
 from keel.policies.approvals import RequireApproval
 from keel.recovery import CircuitBreaker, Resilient, RetryPolicy, escalate_to_human, is_transient
+from keel.server._events import journal_events
 from keel.testing import FakeClock, FaultyModel
 from keel.tools import Tool
 
@@ -325,6 +326,11 @@ async def test_a_fallback_that_needs_approval_waits_for_a_person_and_is_its_own_
     journal = rt._engine().store.load_steps(paused.run_id)
     tools = [(name, (output or {}).get("is_error")) for name, _, output in journal.values() if name.startswith("tool:")]
     assert tools == [("tool:refund", True), ("tool:refund_by_hand", False)]  # each tool journaled once, on its own
+    served = [e["data"] for e in journal_events(rt._engine().store, paused.run_id) if e["kind"] == "tool_result"]
+    assert [(e["name"], e["call_id"], e.get("fallback")) for e in served] == [
+        ("refund", "call_1_0", None),
+        ("refund_by_hand", "call_1_0", result["fallback"]),  # the event stream read back says the same
+    ]
 
 
 async def test_a_policy_that_denies_a_tool_denies_it_as_a_fallback() -> None:

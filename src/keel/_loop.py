@@ -1,10 +1,12 @@
 """The perceive-reason-act loop, and nothing else.
 
 Read it top to bottom: ask the policies, ask the model, validate what it said, let the policies decide
-on each tool call (a person too, when one must), run the tools, repeat until a validated final answer,
-a give-up, a limit, or a pause. With explicit planning, a planning step comes first, and again after a
-step of the plan fails (`keel.planning`). Every model and tool call goes through `steps` (the durable
-seam); every observation goes out through `emit`.
+on each tool call (a person too, when one must), run the tools (a failed tool's fallback is one more
+call through the same gate), repeat until a validated final answer, a give-up, a limit, or a pause.
+What the policies redact is redacted inside each step, before the journal keeps it. With explicit
+planning, a planning step comes first, and again after a step of the plan fails (`keel.planning`).
+Every model and tool call goes through `steps` (the durable seam); every observation goes out through
+`emit`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -308,7 +310,7 @@ class _Run:
             out["redacted"] = [list(h) for h in hidden]
         return out
 
-    def hidden(self, redactions: list[tuple[str, str]], tool: str | None) -> None:
+    def hidden(self, redactions: Iterable[Sequence[str]], tool: str | None) -> None:
         """Tell the observers what the policies redacted (a `modify` decision each)."""
         for policy, reason in redactions:
             self.event("policy_decision", policy=policy, action="modify", reason=reason, tool=tool)
@@ -482,7 +484,7 @@ class _Run:
         )
         if raw["window"]["shortened"] or raw["window"]["omitted"]:
             self.event("context_trimmed", **raw["window"])
-        self.hidden([(p, r) for p, r in raw.get("redacted", ())], None)
+        self.hidden(raw.get("redacted", ()), None)
         return response
 
     async def handle_call(
@@ -516,7 +518,7 @@ class _Run:
                 "ToolFailed",
                 ToolMessage(call.id, call.name, f"{call.name} failed unexpectedly: {crash}", is_error=True),
             ) from None
-        self.hidden([(p, r) for p, r in raw.get("redacted", ())], call.name)
+        self.hidden(raw.get("redacted", ()), call.name)
         if raw.get("fall_back") and tool.fallback is not None:
             return await self.fall_back(ctx, index, call, tool, f"{tool.name} failed: {raw['fall_back']}")
         result = ToolMessage(call.id, call.name, raw["content"], raw["is_error"])
