@@ -165,3 +165,20 @@ async def test_an_edit_runs_only_the_arguments_its_hash_was_made_of(database_url
     done = await runtime.resume(refund_agent(ledger, "could not refund"), paused.run_id)
     assert ledger == []
     assert "do not match the ones approved" in [m for m in done.messages if m.role == "tool"][0].content
+
+
+async def test_an_interrupted_call_is_shown_with_the_arguments_it_ran_with(database_url: str) -> None:
+    from keel._tool_exec import CallInterrupted
+
+    @tool(side_effects=True)
+    def transfer(amount: int) -> str:
+        """Send money through a remote service."""
+        raise CallInterrupted("the payment service went away mid-call")
+
+    agent = Agent("pay", ScriptedModel([ToolCall("transfer", {"amount": "2"}), "sent"]), tools=[transfer])
+    runtime = Runtime(database_url)
+    paused = await agent.run("send 2", runtime=runtime)
+    assert paused.status == "needs_attention"
+    [request] = runtime.approvals(run_id=paused.run_id)
+    assert (request.kind, request.arguments) == ("interrupted", {"amount": 2})
+    assert request.arguments_hash == arguments_hash("transfer", {"amount": 2})
