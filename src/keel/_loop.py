@@ -509,8 +509,9 @@ class _Run:
         tctx = ToolContext(self.run_id, call.id, self.step, key, self.metadata)
         try:
             raw = await self.run_tool(call.name, tool, kwargs, tctx)
-        except ToolCrashed as crash:
-            self.event("tool_result", name=call.name, call_id=call.id, content=str(crash), is_error=True, duration_ms=0)
+        except ToolCrashed as exc:
+            crash, _ = redact(self.agent.policies, str(exc), "tool_results")  # an error message may quote a secret
+            self.event("tool_result", name=call.name, call_id=call.id, content=crash, is_error=True, duration_ms=0)
             raise _Stop(
                 "failed",
                 f"tool {call.name!r} raised {crash}; the run stopped with its state kept: fix the tool "

@@ -84,3 +84,17 @@ async def test_a_blocking_filter_still_blocks_what_it_redacted_before_storing(da
     [answer] = [m for m in result.messages if m.role == "tool"]
     assert answer.content == "withheld: the tool result contains secrets (1 secret)"
     assert TOKEN not in stored(database_url, result.run_id)
+
+
+async def test_a_crashing_tool_s_error_is_redacted_before_the_run_keeps_it(database_url: str) -> None:
+    @tool
+    def deploy() -> str:
+        """Deploy."""
+        raise RuntimeError(f"push rejected for token {TOKEN}")
+
+    agent = Agent("vault", ScriptedModel([ToolCall("deploy", {}), "done"]), tools=[deploy], policies=[ContentFilter()])
+    events: list[RunEvent] = []
+    result = await agent.run("deploy", runtime=Runtime(database_url), on_event=events.append)
+    assert result.error_type == "ToolFailed" and "[REDACTED SECRET]" in (result.error or "")
+    kept = stored(database_url, result.run_id) + json.dumps([e.to_dict() for e in events], default=str)
+    assert TOKEN not in kept
