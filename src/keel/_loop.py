@@ -423,6 +423,7 @@ class _Run:
                 if decision.tools is not None:
                     allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
                     kept = [s for s in offered if s["name"] in allowed]
+                    # none of the agent's tools left: the run can no longer end as plain success
                     if not any(s["name"] in self.agent.tools_by_name for s in kept) and len(kept) < len(offered):
                         self.withheld = f"{decision.policy}: {decision.reason}"
                         self.event("tools_withheld", policy=decision.policy, reason=decision.reason)
