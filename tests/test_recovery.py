@@ -12,8 +12,12 @@ from keel import Agent, ConfigError, ModelError, Runtime, ToolCall, tool
 from keel.messages import ModelResponse, UserMessage
 from keel.models import ScriptedModel
 from keel.models._errors import ModelAPIError
+from keel.policies import Decision, Policy, PolicyContext
+from keel.policies.approvals import RequireApproval
 from keel.recovery import CircuitBreaker, Resilient, RetryPolicy, escalate_to_human, is_transient
+from keel.server._events import journal_events
 from keel.testing import FakeClock, FaultyModel
+from keel.tools import Tool
 
 MEMORY = Runtime.in_memory()
 
@@ -281,3 +285,69 @@ async def test_retries_happen_inside_one_journaled_model_step(tmp_path: Path) ->
         "add", runtime=rt, run_id=result.run_id
     )
     assert (replayed.output, again.injected.passed) == ("3", 0)  # a finished run asks the model nothing
+
+
+def fallback_to_a_refund_by_hand(log: list[tuple[str, int]]) -> Any:
+    @tool(side_effects=True, requires_approval=True)
+    def refund_by_hand(order_id: str, amount: int) -> str:
+        """Refund through the back office."""
+        log.append((order_id, amount))
+        return f"refunded {amount} on {order_id} by hand"
+
+    @tool(side_effects=True, fallback=refund_by_hand)
+    def refund(order_id: str, amount: int) -> str:
+        """Refund through the payment service."""
+        raise ConnectionError("payment service down")
+
+    return refund
+
+
+async def test_a_fallback_that_needs_approval_waits_for_a_person_and_is_its_own_step(tmp_path: Path) -> None:
+    refunds: list[tuple[str, int]] = []
+    refund = fallback_to_a_refund_by_hand(refunds)
+    script = [ToolCall("refund", {"order_id": "A-1", "amount": "5"}), "refunded"]
+    rt = Runtime(f"sqlite:///{tmp_path / 'keel.db'}")
+    events: list[Any] = []
+    paused = await Agent("pay", ScriptedModel(script), tools=[refund]).run("refund A-1", runtime=rt)
+    assert paused.status == "waiting" and refunds == []  # the fallback did not run unapproved
+    [request] = rt.approvals(run_id=paused.run_id)
+    assert (request.tool, request.arguments) == ("refund_by_hand", {"order_id": "A-1", "amount": 5})
+    rt.approve(request.id, by="ops", dispatch=False)
+    agent = Agent("pay", ScriptedModel(script), tools=[refund])
+    done = await rt.resume(agent, paused.run_id, on_event=events.append)
+    assert (done.status, refunds) == ("done", [("A-1", 5)])
+    [answer] = [m for m in done.messages if m.role == "tool"]
+    assert (answer.name, answer.content) == ("refund", "refunded 5 on A-1 by hand")  # under the call the model made
+    [result] = [e.data for e in events if e.kind == "tool_result"]
+    assert result["fallback"] == {
+        "tool": "refund_by_hand",
+        "because": "refund failed: ConnectionError: payment service down",
+    }
+    journal = rt._engine().store.load_steps(paused.run_id)
+    tools = [(name, (output or {}).get("is_error")) for name, _, output in journal.values() if name.startswith("tool:")]
+    assert tools == [("tool:refund", True), ("tool:refund_by_hand", False)]  # each tool journaled once, on its own
+    served = [e["data"] for e in journal_events(rt._engine().store, paused.run_id) if e["kind"] == "tool_result"]
+    assert [(e["name"], e["call_id"], e.get("fallback")) for e in served] == [
+        ("refund", "call_1_0", None),
+        ("refund_by_hand", "call_1_0", result["fallback"]),  # the event stream read back says the same
+    ]
+
+
+async def test_a_policy_that_denies_a_tool_denies_it_as_a_fallback() -> None:
+    refunds: list[tuple[str, int]] = []
+
+    class NoBackOffice(Policy):
+        async def before_tool(self, ctx: PolicyContext, call: ToolCall, tool: Tool) -> Decision:
+            return Decision.deny("the back office is closed") if call.name == "refund_by_hand" else Decision()
+
+    script = [ToolCall("refund", {"order_id": "A-1", "amount": 5}), "could not refund"]
+    agent = Agent(
+        "pay",
+        ScriptedModel(script),
+        tools=[fallback_to_a_refund_by_hand(refunds)],
+        policies=[NoBackOffice(), RequireApproval()],
+    )
+    result = await agent.run("refund A-1", runtime=MEMORY)
+    assert result.status == "done" and refunds == []
+    [answer] = [m for m in result.messages if m.role == "tool"]
+    assert answer.is_error and "the back office is closed" in answer.content

@@ -156,6 +156,8 @@ class LiveView:
             c.print(f"  [red]rejected[/] {escape('; '.join(d['problems']))} (attempt {d['attempt']})")
         elif event.kind == "policy_decision":
             c.print(f"  [magenta]{d['policy']}[/] {d['action']}: {escape(d['reason'])}")
+        elif event.kind == "tools_withheld":
+            c.print(f"  [magenta]{d['policy']}[/] withheld every tool: {escape(d['reason'])}")
         elif event.kind == "context_trimmed":
             c.print(f"  [dim]context trimmed to {d['tokens']}/{d['budget']} tokens[/]")
         elif event.kind in ("plan_created", "plan_updated"):

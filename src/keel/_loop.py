@@ -1,10 +1,12 @@
 """The perceive-reason-act loop, and nothing else.
 
 Read it top to bottom: ask the policies, ask the model, validate what it said, let the policies decide
-on each tool call (a person too, when one must), run the tools, repeat until a validated final answer,
-a give-up, a limit, or a pause. With explicit planning, a planning step comes first, and again after a
-step of the plan fails (`keel.planning`). Every model and tool call goes through `steps` (the durable
-seam); every observation goes out through `emit`.
+on each tool call (a person too, when one must), run the tools (a failed tool's fallback is one more
+call through the same gate), repeat until a validated final answer, a give-up, a limit, or a pause.
+What the policies redact is redacted inside each step, before the journal keeps it. With explicit
+planning, a planning step comes first, and again after a step of the plan fails (`keel.planning`).
+Every model and tool call goes through `steps` (the durable seam); every observation goes out through
+`emit`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -35,7 +37,7 @@ from .messages import (
 )
 from .models._base import request_number
 from .planning import Planner, PlanningFailed
-from .policies import Decision, Policy, PolicyContext
+from .policies import Decision, Policy, PolicyContext, Where, redact
 from .policies.approvals import arguments_hash
 from .tools import Tool, ToolArgumentsError, ToolContext
 
@@ -212,11 +214,14 @@ class _Run:
         self.agent, self.steps, self.emit, self.metadata = agent, steps, emit, metadata
         self.run_id = steps.run_id
         self.memory = ShortTermMemory(agent.context_budget)
+        task, hidden = redact(agent.policies, task, "task")  # a durable run's task arrives redacted already
         self.messages: list[Message] = [SystemMessage(agent.system_prompt), UserMessage(task)]
         self.usage = Usage()
         self.step = 0
+        self.withheld: str | None = None  # why every tool was withheld from a request, once one was
         self.planner = Planner(agent, self.event) if agent.planning == "explicit" else None
         self.event("run_started", agent=agent.name, task=task, model=agent.model.name, tenant=metadata.get("tenant"))
+        self.hidden(hidden, None)
 
     def event(self, kind: Any, **data: Any) -> None:
         self.emit(RunEvent(kind, self.run_id, self.step, data))
@@ -280,6 +285,36 @@ class _Run:
             except Exception:  # an observer must never change how the run ended
                 log.exception("policy %s failed in after_run of run %s", policy.name, self.run_id)
 
+    async def redacted(self, where: Where, fn: StepFn) -> dict[str, Any]:
+        """Run a step's effect and let the policies redact its text before the journal keeps it.
+
+        What a policy hides never reaches the journal, the events or the API; a resumed run replays the
+        redacted record. The record lists what was hidden, for the events.
+        """
+        out = await fn()
+        policies = self.agent.policies
+        hidden: list[tuple[str, str]] = []
+        if where == "output":
+            response = out["response"]
+            message = response["message"]
+            if message.get("content"):
+                message["content"], hidden = redact(policies, message["content"], where)
+            if response.get("raw_text"):
+                response["raw_text"], _ = redact(policies, response["raw_text"], where)
+        else:
+            if out.get("content"):
+                out["content"], hidden = redact(policies, out["content"], where)
+            if out.get("escalate"):
+                out["escalate"], _ = redact(policies, out["escalate"], where)
+        if hidden:
+            out["redacted"] = [list(h) for h in hidden]
+        return out
+
+    def hidden(self, redactions: Iterable[Sequence[str]], tool: str | None) -> None:
+        """Tell the observers what the policies redacted (a `modify` decision each)."""
+        for policy, reason in redactions:
+            self.event("policy_decision", policy=policy, action="modify", reason=reason, tool=tool)
+
     def decided(self, decision: Decision, policy: Policy, tool: str | None) -> Decision:
         if not decision.policy:
             decision = dataclasses.replace(decision, policy=policy.name)
@@ -335,6 +370,15 @@ class _Run:
                     )
                 continue
             rejections = 0
+            if verdict.is_final and self.withheld is not None:  # work the task needed may not have happened
+                return self.finish(
+                    "failed",
+                    verdict.final,
+                    f"every tool was withheld from a request of this run ({self.withheld}), so work the task "
+                    "needed may not have happened; check the answer, or make the policy pause for a person "
+                    "instead (LoopGuard(then='pause'))",
+                    "ToolsWithheld",
+                )
             if verdict.is_final:
                 if agent.memory is not None:
                     await remember_run_facts(self)
@@ -378,7 +422,12 @@ class _Run:
             if decision.action == "modify" and (decision.tools is not None or decision.content is not None):
                 if decision.tools is not None:
                     allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
-                    offered = [s for s in offered if s["name"] in allowed]
+                    kept = [s for s in offered if s["name"] in allowed]
+                    # none of the agent's tools left: the run can no longer end as plain success
+                    if not any(s["name"] in self.agent.tools_by_name for s in kept) and len(kept) < len(offered):
+                        self.withheld = f"{decision.policy}: {decision.reason}"
+                        self.event("tools_withheld", policy=decision.policy, reason=decision.reason)
+                    offered = kept
                 if decision.content is not None:
                     self.replace_last_user(decision.content)
             elif decision.action != "modify":
@@ -420,7 +469,7 @@ class _Run:
         self.event("model_request", messages=len(messages), tools=len(offered))
         request_number.set(self.step)
         step_fn = functools.partial(model_step, self.agent.model, self.memory, messages, offered)
-        raw = await self.steps("model", step_fn)
+        raw = await self.steps("model", functools.partial(self.redacted, "output", step_fn))
         response = ModelResponse.from_dict(raw["response"])
         for k, call in enumerate(response.message.tool_calls):
             if not call.id:  # some providers (and the JSON envelope) give no call ids
@@ -436,12 +485,68 @@ class _Run:
         )
         if raw["window"]["shortened"] or raw["window"]["omitted"]:
             self.event("context_trimmed", **raw["window"])
+        self.hidden(raw.get("redacted", ()), None)
         return response
 
     async def handle_call(
-        self, ctx: PolicyContext, index: int, call: ToolCall, tool: Tool, kwargs: dict[str, Any]
+        self,
+        ctx: PolicyContext,
+        index: int,
+        call: ToolCall,
+        tool: Tool,
+        kwargs: dict[str, Any],
+        because: str | None = None,
     ) -> ToolMessage:
-        """Every policy decides, a person too if one asks; then the tool runs (or does not)."""
+        """Every policy decides, a person too if one asks; then the tool runs (or does not).
+
+        `because` says why this call is another tool's fallback; it passes the same gate as any call.
+        """
+        gated = await self.gate(ctx, call, tool, kwargs)
+        if isinstance(gated, ToolMessage):
+            return gated
+        call, kwargs = gated
+        self.event("tool_call", name=call.name, arguments=call.arguments, call_id=call.id)
+        key = f"{self.run_id}/{self.step}/{index}" + (f"/{tool.name}" if because is not None else "")
+        tctx = ToolContext(self.run_id, call.id, self.step, key, self.metadata)
+        try:
+            raw = await self.run_tool(call.name, tool, kwargs, tctx)
+        except ToolCrashed as exc:
+            crash, _ = redact(self.agent.policies, str(exc), "tool_results")  # an error message may quote a secret
+            self.event("tool_result", name=call.name, call_id=call.id, content=crash, is_error=True, duration_ms=0)
+            raise _Stop(
+                "failed",
+                f"tool {call.name!r} raised {crash}; the run stopped with its state kept: fix the tool "
+                "(or raise ToolError for failures the model should see) and resume the run",
+                "ToolFailed",
+                ToolMessage(call.id, call.name, f"{call.name} failed unexpectedly: {crash}", is_error=True),
+            ) from None
+        self.hidden(raw.get("redacted", ()), call.name)
+        if raw.get("fall_back") and tool.fallback is not None:
+            return await self.fall_back(ctx, index, call, tool, f"{tool.name} failed: {raw['fall_back']}")
+        result = ToolMessage(call.id, call.name, raw["content"], raw["is_error"])
+        if raw.get("escalate"):
+            said = await self.ask_person(f"{call.name} asked for a person: {raw['escalate']}", tool=call.name)
+            if said:  # the note travels with the tool's result, keeping the messages in provider order
+                result = dataclasses.replace(result, content=f"{result.content}\n{said}")
+        result = await self.after_tool(ctx, call, result)
+        answered = {"fallback": {"tool": call.name, "because": because}} if because is not None else {}
+        if "fallback" in raw:  # journaled before fallbacks were calls of their own
+            answered = {"fallback": raw["fallback"]}
+        self.event(
+            "tool_result",
+            name=call.name,
+            call_id=call.id,
+            content=result.content,
+            is_error=result.is_error,
+            duration_ms=raw["duration_ms"],
+            **answered,
+        )
+        return result
+
+    async def gate(
+        self, ctx: PolicyContext, call: ToolCall, tool: Tool, kwargs: dict[str, Any]
+    ) -> tuple[ToolCall, dict[str, Any]] | ToolMessage:
+        """Consult every policy on the call, and a person when one asks: the call to run, or the refusal."""
 
         def refused(text: str) -> ToolMessage:
             return ToolMessage(call.id, call.name, text, is_error=True, rejected=True)
@@ -464,34 +569,35 @@ class _Run:
                 await self.objection(decision, refused(f"not run: {decision.reason}"))
             elif decision.action == "pause" and pause is None:
                 pause = decision
-        if pause is not None:
-            approved = await self.approve(call, pause)
-            if isinstance(approved, str):
-                return refused(approved)
-            call = approved
-            try:
-                kwargs = tool.validate(call.arguments)
-            except ToolArgumentsError as exc:
-                return refused(f"the approved arguments are invalid: {exc}")
-
-        self.event("tool_call", name=call.name, arguments=call.arguments, call_id=call.id)
-        tctx = ToolContext(self.run_id, call.id, self.step, f"{self.run_id}/{self.step}/{index}", self.metadata)
+        if pause is None:
+            return call, kwargs
+        # the person approves the validated arguments: exactly what the tool will receive
+        approved = await self.approve(ToolCall(call.name, tool.plain(kwargs), call.id), pause)
+        if isinstance(approved, str):
+            return refused(approved)
         try:
-            raw = await self.run_tool(call, tool, functools.partial(tool_step, tool, kwargs, tctx))
-        except ToolCrashed as crash:
-            self.event("tool_result", name=call.name, call_id=call.id, content=str(crash), is_error=True, duration_ms=0)
-            raise _Stop(
-                "failed",
-                f"tool {call.name!r} raised {crash}; the run stopped with its state kept: fix the tool "
-                "(or raise ToolError for failures the model should see) and resume the run",
-                "ToolFailed",
-                ToolMessage(call.id, call.name, f"{call.name} failed unexpectedly: {crash}", is_error=True),
-            ) from None
-        result = ToolMessage(call.id, call.name, raw["content"], raw["is_error"])
-        if raw.get("escalate"):
-            said = await self.ask_person(f"{call.name} asked for a person: {raw['escalate']}", tool=call.name)
-            if said:  # the note travels with the tool's result, keeping the messages in provider order
-                result = dataclasses.replace(result, content=f"{result.content}\n{said}")
+            return approved, tool.validate(approved.arguments)
+        except ToolArgumentsError as exc:
+            return refused(f"the approved arguments are invalid: {exc}")
+
+    async def fall_back(self, ctx: PolicyContext, index: int, call: ToolCall, tool: Tool, because: str) -> ToolMessage:
+        """The tool failed: call its fallback with the same arguments, as a call of its own.
+
+        It passes the same policies and approvals as a call the model made, and is journaled as its own
+        step; the model sees the answer under the call it made.
+        """
+        fallback = tool.fallback
+        assert fallback is not None
+        instead = ToolCall(fallback.name, call.arguments, call.id)
+        try:
+            kwargs = fallback.validate(call.arguments)
+        except ToolArgumentsError as exc:
+            return ToolMessage(call.id, call.name, f"{because}; its fallback refused the arguments: {exc}", True)
+        result = await self.handle_call(ctx, index, instead, fallback, kwargs, because)
+        return dataclasses.replace(result, name=call.name)
+
+    async def after_tool(self, ctx: PolicyContext, call: ToolCall, result: ToolMessage) -> ToolMessage:
+        """Every policy sees the result before the model does: redact, withhold, or ask a person."""
         for policy in self.agent.policies:
             decision = await policy.after_tool(ctx, call, result)
             if decision.action == "allow":
@@ -505,19 +611,15 @@ class _Run:
                 said = await self.objection(decision, result)
                 if said:
                     result = dataclasses.replace(result, content=f"{result.content}\n{said}")
-        self.event(
-            "tool_result",
-            name=call.name,
-            call_id=call.id,
-            content=result.content,
-            is_error=result.is_error,
-            duration_ms=raw["duration_ms"],
-            **({"fallback": raw["fallback"]} if "fallback" in raw else {}),
-        )
         return result
 
     async def approve(self, call: ToolCall, pause: Decision) -> ToolCall | str:
-        """Ask a person to approve this exact call; return the call to run, or why it will not run."""
+        """Ask a person to approve this exact call; return the call to run, or why it will not run.
+
+        The decision is checked against the digest computed here, from the run's own journal: an
+        approval row whose arguments were changed after the request is refused, and an edit runs only
+        the arguments its own hash was made of.
+        """
         digest = arguments_hash(call.name, call.arguments)
         request = {
             "tool": call.name,
@@ -533,7 +635,9 @@ class _Run:
             )
         if choice.get("decision") == "approved":
             arguments = choice.get("arguments", call.arguments)
-            if arguments_hash(call.name, arguments) != choice.get("arguments_hash"):
+            given = arguments_hash(call.name, arguments)
+            expected = given if choice.get("edited") else digest  # an edit is a new hash, of the new arguments
+            if not isinstance(arguments, dict) or given != expected or choice.get("arguments_hash") != expected:
                 return "refused: the arguments to run do not match the ones approved; request a new approval"
             return ToolCall(call.name, arguments, call.id)
         who = choice.get("by") or "a person"
@@ -541,12 +645,13 @@ class _Run:
             return f"rejected: the approval expired unanswered ({request['reason']})"
         return f"rejected by {who}: {choice.get('note') or 'no reason given'}"
 
-    async def run_tool(self, call: ToolCall, tool: Tool, fn: StepFn) -> dict[str, Any]:
+    async def run_tool(self, name: str, tool: Tool, kwargs: dict[str, Any], tctx: ToolContext) -> dict[str, Any]:
         """Run the tool as a step; if it was cut off mid-call by a dead worker, ask a person what to do."""
+        fn = functools.partial(self.redacted, "tool_results", functools.partial(tool_step, tool, kwargs, tctx))
         try:
-            return await self.steps(f"tool:{call.name}", fn, guard=tool.side_effects and not tool.idempotent)
+            return await self.steps(f"tool:{name}", fn, guard=tool.side_effects and not tool.idempotent)
         except StepInterrupted:
-            cause = f"{call.name} was running when its worker stopped and may or may not have taken effect"
+            cause = f"{name} was running when its worker stopped and may or may not have taken effect"
         except CallInterrupted as cut:  # a remote call cut off mid-flight: the same question for a person
             cause = str(cut)
         reason = f"{cause}; retry it, skip it (giving the result it had), or fail the run"
@@ -554,18 +659,18 @@ class _Run:
             choice = await self.steps.decide(
                 "interrupted",
                 {
-                    "tool": call.name,
-                    "arguments": call.arguments,
-                    "arguments_hash": arguments_hash(call.name, call.arguments),
+                    "tool": name,
+                    "arguments": tool.plain(kwargs),
+                    "arguments_hash": arguments_hash(name, tool.plain(kwargs)),
                     "reason": reason,
                 },
             )
             completion = fn
             if choice.get("decision") == "skip":
                 supplied = {"content": str(choice.get("result") or "done"), "is_error": False, "duration_ms": 0.0}
-                completion = functools.partial(_given, supplied)
+                completion = functools.partial(self.redacted, "tool_results", functools.partial(_given, supplied))
             elif choice.get("decision") != "retry":
-                raise _Stop("failed", f"a person failed the run after {call.name} was interrupted", "Interrupted")
+                raise _Stop("failed", f"a person failed the run after {name} was interrupted", "Interrupted")
             try:
                 return await self.steps.complete(completion)
             except StepInterrupted:

@@ -51,7 +51,9 @@ async def model_step(
 async def tool_step(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """Run one tool call with its timeout; return a JSON-ready record of the outcome.
 
-    The record has ``content`` and ``is_error``, and ``escalate`` when the tool asked for a person.
+    The record has ``content`` and ``is_error``, ``escalate`` when the tool asked for a person, and
+    ``fall_back`` (why) when the tool failed and has a fallback: the loop then calls the fallback as a
+    call of its own, through the same policies and approvals as any other, journaled as its own step.
 
     Raises:
         ToolCrashed: the tool raised an exception that is not a keel signal. Nothing is journaled, so a
@@ -73,22 +75,13 @@ async def tool_step(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext) -> dic
     except CallInterrupted:
         raise
     except TimeoutError:
-        if tool.fallback is not None:
-            return await _fall_back(tool, kwargs, ctx, f"timed out after {tool.timeout} s")
         out = {"content": f"{tool.name} did not finish within its {tool.timeout} s timeout", "is_error": True}
-    except Exception as exc:
         if tool.fallback is not None:
-            return await _fall_back(tool, kwargs, ctx, f"{type(exc).__name__}: {exc}")
-        raise ToolCrashed(f"{type(exc).__name__}: {exc}") from exc
+            out["fall_back"] = f"timed out after {tool.timeout} s"
+    except Exception as exc:
+        if tool.fallback is None:
+            raise ToolCrashed(f"{type(exc).__name__}: {exc}") from exc
+        why = f"{type(exc).__name__}: {exc}"
+        out = {"content": f"{tool.name} failed: {why}", "is_error": True, "fall_back": why}
     out["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-    return out
-
-
-async def _fall_back(tool: Tool, kwargs: dict[str, Any], ctx: ToolContext, why: str) -> dict[str, Any]:
-    """Run the tool's fallback with the same arguments; the record says which tool answered and why."""
-    assert tool.fallback is not None
-    if tool.context_param is not None:
-        kwargs = {k: v for k, v in kwargs.items() if k != tool.context_param}
-    out = await tool_step(tool.fallback, kwargs, ctx)
-    out["fallback"] = {"tool": tool.fallback.name, "because": f"{tool.name} failed: {why}"}
     return out

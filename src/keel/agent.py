@@ -127,7 +127,11 @@ class Agent:
         policies = list(policies)
         from .policies.approvals import RequireApproval
 
-        needing = [t.name for t in self.tools if t.requires_approval]
+        reachable = [*self.tools]  # a tool, and every tool it falls back to: each passes the same gate
+        for t in reachable:
+            if t.fallback is not None and t.fallback not in reachable:
+                reachable.append(t.fallback)
+        needing = [t.name for t in reachable if t.requires_approval]
         covered = [p for p in policies if isinstance(p, RequireApproval)]
         if needing and not any(p.tools is None or set(needing) <= p.tools for p in covered):
             policies.append(RequireApproval())  # tools declared requires_approval always wait for a person

@@ -250,6 +250,7 @@ EventKind: TypeAlias = Literal[
     "tool_call",
     "tool_result",
     "policy_decision",
+    "tools_withheld",
     "context_trimmed",
     "plan_created",
     "plan_updated",

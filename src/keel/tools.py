@@ -242,6 +242,11 @@ class Tool:
             raise ToolArgumentsError(format_validation_error(self.name, exc)) from None
         return {name: getattr(model, name) for name in type(model).model_fields}
 
+    def plain(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The JSON form of validated arguments (what `validate` returned): what a person approves and sees."""
+        value: dict[str, Any] = pydantic_core.to_jsonable_python(kwargs)
+        return value
+
     def serialize(self, result: Any) -> str:
         """Turn a tool's return value into the text the model sees (JSON unless it is a str).
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from keel import Runtime, UsageError
+from keel import Agent, Runtime, ToolCall, UsageError, tool
+from keel.durable._store import approvals
+from keel.models import ScriptedModel
 from keel.policies.approvals import arguments_hash
 
 CHILD = Path(__file__).with_name("approval_child.py")
@@ -100,3 +104,81 @@ def test_bad_decisions_are_refused_with_nothing_changed(env: dict[str, str]) -> 
         runtime.resolve(approval.id, "retry", by="x")
     assert runtime.approvals(run_id=env["RUN_ID"])[0].status == "pending"
     assert runtime.get(env["RUN_ID"]).status == "waiting"
+
+
+def rewrite_approval(database_url: str, approval_id: str, **values: str) -> None:
+    """Change an approval row behind keel's back, as someone with write access to the database could."""
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.update(approvals).where(approvals.c.id == approval_id).values(**values))
+    finally:
+        engine.dispose()
+
+
+def refund_agent(ledger: list[tuple[str, int]], reply: str = "done") -> Agent:
+    @tool(side_effects=True, requires_approval=True)
+    def refund(order_id: str, amount: int) -> str:
+        """Refund an order."""
+        ledger.append((order_id, amount))
+        return f"refunded {amount} on {order_id}"
+
+    script = [ToolCall("refund", {"order_id": "A-1", "amount": "2"}), reply]
+    return Agent("refunds", ScriptedModel(script), tools=[refund])
+
+
+async def test_the_person_approves_the_validated_arguments_the_tool_receives(database_url: str) -> None:
+    ledger: list[tuple[str, int]] = []
+    runtime = Runtime(database_url)
+    paused = await refund_agent(ledger).run("refund 2 on A-1", runtime=runtime)
+    [approval] = runtime.approvals(run_id=paused.run_id)
+    assert approval.arguments == {"order_id": "A-1", "amount": 2}  # the integer the tool gets, not the string "2"
+    assert approval.arguments_hash == arguments_hash("refund", {"order_id": "A-1", "amount": 2})
+    runtime.approve(approval.id, by="ops", arguments_hash=approval.arguments_hash, dispatch=False)
+    done = await runtime.resume(refund_agent(ledger), paused.run_id)
+    assert (done.status, ledger) == ("done", [("A-1", 2)])
+
+
+async def test_an_approval_row_rewritten_after_the_decision_is_refused(database_url: str) -> None:
+    ledger: list[tuple[str, int]] = []
+    runtime = Runtime(database_url)
+    paused = await refund_agent(ledger).run("refund 2 on A-1", runtime=runtime)
+    [approval] = runtime.approvals(run_id=paused.run_id)
+    runtime.approve(approval.id, by="ops", dispatch=False)
+    tampered = {"order_id": "A-1", "amount": 5000}
+    rewrite_approval(
+        database_url, approval.id, arguments=json.dumps(tampered), arguments_hash=arguments_hash("refund", tampered)
+    )
+    done = await runtime.resume(refund_agent(ledger, "could not refund"), paused.run_id)
+    assert ledger == []  # neither the tampered nor the original arguments ran on a decision that no longer matches
+    [answer] = [m for m in done.messages if m.role == "tool"]
+    assert answer.is_error and "do not match the ones approved" in answer.content
+
+
+async def test_an_edit_runs_only_the_arguments_its_hash_was_made_of(database_url: str) -> None:
+    ledger: list[tuple[str, int]] = []
+    runtime = Runtime(database_url)
+    paused = await refund_agent(ledger).run("refund 2 on A-1", runtime=runtime)
+    [approval] = runtime.approvals(run_id=paused.run_id)
+    runtime.edit(approval.id, {"order_id": "A-1", "amount": 1}, by="ops", dispatch=False)
+    rewrite_approval(database_url, approval.id, edited_arguments=json.dumps({"order_id": "A-1", "amount": 900}))
+    done = await runtime.resume(refund_agent(ledger, "could not refund"), paused.run_id)
+    assert ledger == []
+    assert "do not match the ones approved" in [m for m in done.messages if m.role == "tool"][0].content
+
+
+async def test_an_interrupted_call_is_shown_with_the_arguments_it_ran_with(database_url: str) -> None:
+    from keel._tool_exec import CallInterrupted
+
+    @tool(side_effects=True)
+    def transfer(amount: int) -> str:
+        """Send money through a remote service."""
+        raise CallInterrupted("the payment service went away mid-call")
+
+    agent = Agent("pay", ScriptedModel([ToolCall("transfer", {"amount": "2"}), "sent"]), tools=[transfer])
+    runtime = Runtime(database_url)
+    paused = await agent.run("send 2", runtime=runtime)
+    assert paused.status == "needs_attention"
+    [request] = runtime.approvals(run_id=paused.run_id)
+    assert (request.kind, request.arguments) == ("interrupted", {"amount": 2})
+    assert request.arguments_hash == arguments_hash("transfer", {"amount": 2})

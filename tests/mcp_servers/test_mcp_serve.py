@@ -96,3 +96,28 @@ def test_bad_options_are_refused_with_the_fix() -> None:
     assert done.exit_code == 2 and "--expose must be one of agent, tools, both" in done.stderr
     done = runner.invoke(app, ["mcp", "serve", "nowhere.py:agent"])
     assert done.exit_code == 2 and "does not exist" in done.stderr
+
+
+async def test_a_served_tool_never_falls_back_to_a_tool_that_needs_approval() -> None:
+    from keel import Agent, tool
+    from keel.mcp import build_server
+    from keel.models import ScriptedModel
+
+    refunds: list[int] = []
+
+    @tool(side_effects=True, requires_approval=True)
+    def refund_by_hand(amount: int) -> str:
+        """Refund through the back office."""
+        refunds.append(amount)
+        return "refunded by hand"
+
+    @tool(fallback=refund_by_hand)
+    def refund(amount: int) -> str:
+        """Refund through the payment service."""
+        raise ConnectionError("payment service down")
+
+    agent = Agent("pay", ScriptedModel(["done"]), tools=[refund])
+    async with Client(build_server(agent, expose="tools")) as client:
+        result = await client.call_tool("refund", {"amount": 5})
+    assert result.is_error and refunds == []
+    assert "refund_by_hand needs a person's approval" in result.content[0].text  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ from keel import Agent, ToolError, tool
 from keel.messages import Message, ToolCall, ToolMessage, UserMessage
 from keel.models import ScriptedModel
 from keel.policies.approvals import RequireApproval
+from keel.policies.filters import ContentFilter
 
 REFUNDS: list[tuple[str, str]] = []
 
@@ -106,3 +107,21 @@ support = Agent(
 planner = Agent(
     name="planner", model=ScriptedModel(planned_script), tools=[add], planning="explicit", max_steps=8, policies=[]
 )
+
+
+GITHUB_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+CARD = "4111 1111 1111 1111"
+
+
+@tool
+def read_config() -> str:
+    """Read the deployment config."""
+    return f"GITHUB_TOKEN={GITHUB_TOKEN} region=eu"
+
+
+def vault_script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> Any:
+    """Read the config, then answer with a card number."""
+    return ToolCall("read_config", {}) if not _results(messages) else f"Charged card {CARD}."
+
+
+vault = Agent(name="vault", model=ScriptedModel(vault_script), tools=[read_config], policies=[ContentFilter()])

@@ -30,6 +30,7 @@ from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions
 from .._loop import RunResult, StepConflict, run_loop
 from ..exceptions import ConfigError, UsageError
 from ..messages import RunEvent
+from ..policies import redact
 from ._decisions import Decided, cancel_run, decide, expire_due, fork_run
 from ._killpoints import kill_point
 from ._steps import JournalSteps
@@ -518,6 +519,7 @@ class DurableEngine:
     def start(self, agent: Agent, task: str, run_id: str, metadata: dict[str, Any]) -> str:
         """Index a run and queue its first segment for any worker; return at once."""
         register_agent(agent)
+        task, _ = redact(agent.policies, task, "task")  # what a policy hides is never stored
         if self.store.create_run(run_id, agent.name, task, metadata):
             self._enqueue(run_id, 0)
         return run_id
@@ -530,6 +532,7 @@ class DurableEngine:
         A run id that already exists returns that run's recorded result instead of running again.
         """
         register_agent(agent)
+        task, _ = redact(agent.policies, task, "task")  # what a policy hides is never stored
         # Indexed as running on this process at once: the segment starts here, with an empty journal.
         row = new_run_row(
             run_id,

@@ -91,7 +91,7 @@ def build_server(agent: Agent, *, expose: Expose = "both", runtime: Runtime | No
 
     The agent becomes one tool taking ``task``; each call is a run on `runtime`. Its tools keep their
     JSON Schemas and are called directly, without the agent's policies, so tools that need a person's
-    approval are not exposed.
+    approval are not exposed (nor called as another tool's fallback).
 
     Args:
         agent: the agent.
@@ -153,8 +153,15 @@ def build_server(agent: Agent, *, expose: Expose = "both", runtime: Runtime | No
         tctx = ToolContext("mcp", request_id, 0, f"mcp/{request_id}/{tool.name}")
         try:
             out = await tool_step(tool, kwargs, tctx)
+            while out.get("fall_back") and tool.fallback is not None:  # the fallback passes the same rule
+                fallback, failed = tool.fallback, out["content"]
+                if fallback.requires_approval:
+                    return _text(f"{failed}; its fallback {fallback.name} needs a person's approval", error=True)
+                tool, out = fallback, await tool_step(fallback, fallback.validate(kwargs), tctx)
         except (ToolCrashed, CallInterrupted) as exc:
             return _text(f"{tool.name} failed unexpectedly: {exc}", error=True)
+        except ToolArgumentsError as exc:
+            return _text(str(exc), error=True)
         return _text(out["content"], error=bool(out["is_error"] or out.get("escalate")))
 
     return Server(

@@ -18,9 +18,11 @@ if TYPE_CHECKING:
     from ..models._base import Model
     from ..tools import Tool
 
-__all__ = ["Decision", "Policy", "PolicyContext"]
+__all__ = ["Decision", "Policy", "PolicyContext", "Redaction", "Where", "redact"]
 
 Action = Literal["allow", "deny", "modify", "pause", "stop"]
+Where = Literal["task", "tool_results", "output"]
+"""What a text is: the run's task, a tool's result, or the model's text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,19 @@ class PolicyContext:
         return await self.steps(f"policy:{name}", fn)
 
 
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """What a policy hid in a text before anything stored or streamed it.
+
+    Attributes:
+        text: the text to keep, store and show.
+        reason: what was hidden (``redacted from the task: 1 email``), for the ``policy_decision`` event.
+    """
+
+    text: str
+    reason: str
+
+
 class Policy:
     """Base class for policies: override the hooks you need; each defaults to allow.
 
@@ -143,6 +158,16 @@ class Policy:
         Raises:
             ConfigError: the policy cannot work with this agent; the message names the fix.
         """
+
+    def redact(self, text: str, where: Where) -> Redaction | None:
+        """Hide what must never be stored or streamed, before anything keeps `text`.
+
+        Called inside the step that produced the text (a tool's result, the model's answer), so the
+        journal, the events and every reader only ever see what this returns; and on the task before
+        the run is indexed. It must be a pure function of `text`: a resumed run replays its result.
+        Return None to keep the text as it is.
+        """
+        return None
 
     async def before_model(self, ctx: PolicyContext) -> Decision:
         """Decide before each model request.
@@ -169,3 +194,14 @@ class Policy:
 
     async def after_run(self, ctx: PolicyContext, status: str) -> None:
         """Observe the end of a run."""
+
+
+def redact(policies: Sequence[Policy], text: str, where: Where) -> tuple[str, list[tuple[str, str]]]:
+    """`text` with every policy's redaction applied in order, and each ``(policy, reason)`` that changed it."""
+    done: list[tuple[str, str]] = []
+    for policy in policies:
+        hidden = policy.redact(text, where)
+        if hidden is not None and hidden.text != text:
+            text = hidden.text
+            done.append((policy.name, hidden.reason))
+    return text, done

@@ -1,7 +1,8 @@
 """Content filters on the task, tool results and the final output.
 
 They cover PII, secrets, prompt injection, blocked topics, custom checks and an optional moderation model.
-PII and secrets are redacted (or the content blocked); a tool result that looks like a prompt
+PII and secrets are redacted before anything stores them (`ContentFilter.redact`, inside the step
+that made the text), or the content blocked; a tool result that looks like a prompt
 injection is marked as untrusted data, and every high-stakes tool called after it needs a person's
 approval. Every decision goes out as a ``policy_decision`` event. Detection is in `_detect`.
 """
@@ -20,7 +21,7 @@ from ..exceptions import ConfigError
 from ..messages import ModelResponse, ToolCall, ToolMessage, UserMessage
 from ..models._base import Model
 from ..tools import Tool
-from . import ALLOW, Decision, Policy, PolicyContext
+from . import ALLOW, Decision, Policy, PolicyContext, Redaction, Where
 from ._detect import PHONE_REGIONS, PII_KINDS, Finding, describe, find_injection, find_pii, find_secrets, redact
 
 __all__ = ["ContentFilter", "Finding", "UNTRUSTED", "scan_text"]
@@ -29,6 +30,9 @@ UNTRUSTED = "[untrusted content]"
 """The start of a tool result flagged as a possible prompt injection."""
 TARGETS = ("task", "tool_results", "output")
 MAX_RUNS = 4096
+MARK = re.compile(r"\[REDACTED (SECRET|EMAIL|PHONE|CARD|IBAN|NATIONAL_ID)\]")
+"""What `redact` leaves where it hid something (the ``block`` settings block on it)."""
+PLACES = {"task": "the task", "tool_results": "a tool result", "output": "the answer"}
 
 CustomCheck = Callable[[str], str | bool | None]
 """A custom check: returns None or False when the text is fine, else the reason to block it (or True)."""
@@ -165,7 +169,7 @@ class ContentFilter(Policy):
             text, pii=self.pii, secrets=self.secrets, injection=scan_injection, phone_regions=self.phone_regions
         )
         verdict = _Verdict()
-        hidden = [f for f in found if f.kind != "injection"]
+        hidden = [f for f in found if f.kind != "injection"] + self._blocked_marks(text)
         injected = [f for f in found if f.kind == "injection"]
         if any(f.kind == "secret" for f in hidden) and self.on_secret == "block":
             return _Verdict(
@@ -184,6 +188,29 @@ class ContentFilter(Policy):
             if flagged:
                 return _Verdict(blocked=f"the {where} was flagged by moderation: {flagged}")
         return verdict
+
+    def _blocked_marks(self, text: str) -> list[Finding]:
+        """Where `redact` hid a kind this filter blocks: the text reached the hook already redacted."""
+        marks = [Finding(m.group(1).lower(), m.start(), m.end()) for m in MARK.finditer(text)]
+        return [
+            f
+            for f in marks
+            if (f.kind == "secret" and self.secrets and self.on_secret == "block")
+            or (f.kind in self.pii and self.on_pii == "block")
+        ]
+
+    def redact(self, text: str, where: Where) -> Redaction | None:
+        """Redact PII and secrets from the task, a tool result or the answer before anything stores them.
+
+        Whatever `on_pii` and `on_secret` say: with ``block``, the hooks then block on the redaction's
+        marks, so the content is blocked as before and the journal never held it.
+        """
+        if where not in self.targets or not text:
+            return None
+        hidden = scan_text(text, pii=self.pii, secrets=self.secrets, injection=False, phone_regions=self.phone_regions)
+        if not hidden:
+            return None
+        return Redaction(redact(text, hidden), f"redacted from {PLACES[where]}: {describe(hidden)}")
 
     async def _moderate(self, ctx: PolicyContext, text: str, where: str) -> str | None:
         model = self.moderation

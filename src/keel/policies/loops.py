@@ -16,6 +16,8 @@ __all__ = ["LoopGuard"]
 REPEAT = "repeated call"
 MAX_RUNS = 4096
 MAX_QUOTE = 600
+MAX_REREADS = 2
+"""Identical calls that may run between two side effects, when other calls ran in between."""
 
 
 def _key(call: ToolCall) -> tuple[str, str]:
@@ -23,11 +25,15 @@ def _key(call: ToolCall) -> tuple[str, str]:
 
 
 class LoopGuard(Policy):
-    """Denies a tool call identical to an earlier one, then withholds tools or pauses the run.
+    """Denies a tool call that repeats itself, then withholds tools or pauses the run.
 
-    An identical call (same tool, same arguments) is allowed again once a side-effecting tool has run
-    since, because the world may have changed. The guard keeps no state of its own: it reads the
-    conversation, so a resumed run decides exactly as before.
+    A call identical to one that ran (same tool, same arguments) is a loop when it repeats the call
+    that ran last, with nothing in between, or when it already ran twice since the last side-effecting
+    call. Reading again after other calls is not a loop (a task re-reads an order before acting on
+    it: the state may have changed), and any repeat is fine again once a side-effecting tool has run.
+    The guard keeps no state of its own: it reads the conversation, so a resumed run decides exactly
+    as before. A run whose tools were withheld ends ``failed`` with error type ``ToolsWithheld`` (its
+    answer kept), never as plain success.
 
     Args:
         max_denials: repeated calls denied in a row before the guard acts; default 1.
@@ -65,10 +71,11 @@ class LoopGuard(Policy):
         return Decision.modify(reason + "; tools withheld so it answers", tools=[])
 
     async def before_tool(self, ctx: PolicyContext, call: ToolCall, tool: Tool) -> Decision:
-        """Deny a call identical to one made since the last side-effecting call."""
+        """Deny a call that repeats the one that ran last, or one that ran twice since the last side effect."""
         seen = self._index(ctx)
-        earlier = [i for i in seen.calls.get(_key(call), ()) if i != call.id]
-        if not earlier:
+        key = _key(call)
+        earlier = [i for i in seen.calls.get(key, ()) if i != call.id and i in seen.results]
+        if not earlier or (seen.latest != key and len(earlier) < MAX_REREADS):
             return ALLOW
         previous = seen.results.get(earlier[0], "")
         if len(previous) > MAX_QUOTE:
@@ -97,9 +104,11 @@ class LoopGuard(Policy):
                         ids.remove(message.call_id)
                     continue
                 seen.results[message.call_id] = message.content
+                seen.latest = seen.keys.get(message.call_id)
                 ran = ctx.tools.get(message.name)
                 if ran is not None and ran.side_effects:  # the world may have changed: repeats are fine again
                     seen.calls.clear()
+                    seen.latest = None
         seen.count = len(messages)
         seen.last = messages[-1] if messages else None
         self._runs[ctx.run_id] = seen
@@ -117,3 +126,4 @@ class _Seen:
     calls: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)
+    latest: tuple[str, str] | None = None  # the call that ran last

@@ -31,7 +31,8 @@ def journal_events(store: Store, run_id: str, after: int = 0) -> list[dict[str, 
     """The run's events with journal sequence numbers above `after`, in order.
 
     Kinds: ``model_response`` (a model call: text, tool calls, usage, duration), ``tool_result`` (a tool
-    call with its arguments and result), ``tool_started`` (a guarded call begun and not yet finished),
+    call with its arguments and result; a fallback's says why in ``fallback``), ``tool_started`` (a
+    guarded call begun and not yet finished),
     ``approval_requested`` / ``approval_decided`` (and ``attention_requested`` / ``attention_decided`` for
     interrupted calls and pauses).
     """
@@ -73,12 +74,15 @@ def _event(
     if name.startswith("tool:"):
         tool = name.removeprefix("tool:")
         call = next((c for c in calls if c.get("name") == tool), None)
+        call = call or next((c for c in calls if "because" in c), None)  # a fallback answers the call that failed
         if call is not None:
             calls.remove(call)
         arguments = (call or {}).get("arguments")
         if status != "done":
             return "tool_started", {"name": tool, "arguments": arguments}
-        return "tool_result", {
+        if output.get("fall_back") and call is not None:  # the next tool row is its fallback
+            calls.insert(0, {**call, "because": f"{tool} failed: {output['fall_back']}"})
+        result: dict[str, Any] = {
             "name": tool,
             "arguments": arguments,
             "call_id": (call or {}).get("id"),
@@ -86,6 +90,9 @@ def _event(
             "is_error": bool(output.get("is_error")),
             "duration_ms": output.get("duration_ms"),
         }
+        if call is not None and "because" in call:
+            result["fallback"] = {"tool": tool, "because": call["because"]}
+        return "tool_result", result
     if name.startswith("request:"):
         kind = name.removeprefix("request:")
         request = requests.get(str(output.get("id")))
