@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._loop import RunResult, RunStatus, Suspend, run_loop
+from ._validate import reject_nul
 from .exceptions import UsageError
 from .messages import RunEvent
 
@@ -114,10 +115,11 @@ class Runtime:
         """Run `agent` on `task` to its end.
 
         Raises:
-            UsageError: the task is empty.
+            UsageError: the task is empty, or it, the metadata or the run id holds a NUL character.
         """
         if not isinstance(task, str) or not task.strip():
             raise UsageError("task must be a non-empty string saying what the agent should do")
+        reject_nul(task=task, metadata=metadata, run_id=run_id)
         run_id = run_id or new_run_id()
         emit = self._emitter(on_event)
         if not self.durable:
@@ -137,10 +139,12 @@ class Runtime:
         """Queue a run for any worker on this database and return its id at once.
 
         Raises:
-            UsageError: the task is empty, or the runtime is in memory.
+            UsageError: the task is empty or holds a NUL character (or the metadata or run id does), or the
+                runtime is in memory.
         """
         if not isinstance(task, str) or not task.strip():
             raise UsageError("task must be a non-empty string saying what the agent should do")
+        reject_nul(task=task, metadata=metadata, run_id=run_id)
         return self._engine().start(agent, task, run_id or new_run_id(), metadata or {})
 
     async def resume(
@@ -153,6 +157,7 @@ class Runtime:
         Raises:
             UsageError: the run cannot be resumed (the message says why).
         """
+        reject_nul(run_id=run_id)
         return await self._engine().resume(agent, run_id, self._emitter(on_event))
 
     def requeue(self, run_id: str) -> RunRecord:
@@ -164,6 +169,7 @@ class Runtime:
         Raises:
             UsageError: the run does not exist, has finished, or is running on a live worker.
         """
+        reject_nul(run_id=run_id)
         return self._engine().requeue(run_id)
 
     async def wait(self, run_id: str, agent: Agent | None = None) -> RunResult:
@@ -172,6 +178,7 @@ class Runtime:
         Raises:
             UsageError: no such run, or the runtime is in memory.
         """
+        reject_nul(run_id=run_id)
         return await self._engine().wait(run_id, agent)
 
     def get(self, run_id: str) -> RunRecord:
@@ -180,6 +187,7 @@ class Runtime:
         Raises:
             UsageError: no such run.
         """
+        reject_nul(run_id=run_id)
         record = self._engine().store.get_run(run_id)
         if record is None:
             raise UsageError(f"run {run_id!r} does not exist; list runs with `keel runs list`")
@@ -187,10 +195,12 @@ class Runtime:
 
     def runs(self, *, status: str | None = None, agent: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Runs, newest first."""
+        reject_nul(status=status, agent=agent)
         return self._engine().store.list_runs(status=status, agent=agent, limit=limit)
 
     def approvals(self, *, status: str | None = "pending", run_id: str | None = None) -> list[Approval]:
         """Requests for a person's decision (pending ones by default), oldest first."""
+        reject_nul(status=status, run_id=run_id)
         return self._engine().store.list_approvals(status=status, run_id=run_id)
 
     def approve(
@@ -214,6 +224,7 @@ class Runtime:
         Raises:
             UsageError: unknown, not an approval, already decided, expired, or for other arguments.
         """
+        reject_nul(approval_id=approval_id, by=by, note=note, arguments_hash=arguments_hash)
         engine = self._engine()
         approval = self._pending(approval_id, "approval")
         if arguments_hash is not None and arguments_hash != approval.arguments_hash:
@@ -231,6 +242,7 @@ class Runtime:
         Raises:
             UsageError: unknown, not an approval, already decided or expired.
         """
+        reject_nul(approval_id=approval_id, by=by, reason=reason)
         self._pending(approval_id, "approval")
         decided = self._engine().store.decide(approval_id, "rejected", {"decision": "rejected"}, by=by, note=reason)
         self._continue(decided.run_id, dispatch)
@@ -244,6 +256,7 @@ class Runtime:
         Raises:
             UsageError: unknown, not an approval, already decided or expired, or arguments not an object.
         """
+        reject_nul(approval_id=approval_id, arguments=arguments, by=by, note=note)
         approval = self._pending(approval_id, "approval")
         if not isinstance(arguments, dict):
             raise UsageError(f"edited arguments must be a JSON object, got {type(arguments).__name__}")
@@ -285,6 +298,7 @@ class Runtime:
         Raises:
             UsageError: unknown, already decided, or a decision that does not fit the request.
         """
+        reject_nul(approval_id=approval_id, decision=decision, by=by, note=note, result=result)
         approval = self._pending(approval_id, None)
         allowed = {"interrupted": ("retry", "skip", "fail"), "pause": ("continue", "fail")}.get(approval.kind, ())
         if decision not in allowed:
@@ -303,6 +317,7 @@ class Runtime:
         Raises:
             UsageError: the run does not exist or already finished.
         """
+        reject_nul(run_id=run_id)
         return self._engine().cancel(run_id)
 
     def fork(self, run_id: str, from_step: int, *, run_id_new: str | None = None) -> RunRecord:
@@ -311,6 +326,7 @@ class Runtime:
         Raises:
             UsageError: the run does not exist or `from_step` is outside its history.
         """
+        reject_nul(run_id=run_id, run_id_new=run_id_new)
         return self._engine().fork(run_id, from_step, new_run_id=run_id_new or new_run_id())
 
     def prune(self, older_than: float) -> list[str]:

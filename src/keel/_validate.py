@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from .exceptions import UsageError
 from .messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
 from .planning import PROGRESS_TOOL
 from .tools import Tool, ToolArgumentsError, _strip_titles
@@ -21,8 +22,11 @@ __all__ = [
     "FINAL_RESULT",
     "GIVE_UP",
     "GIVE_UP_SPEC",
+    "NUL_PROBLEM",
     "Verdict",
     "final_result_spec",
+    "has_nul",
+    "reject_nul",
     "validate",
     "written_tool_call",
 ]
@@ -40,6 +44,32 @@ GIVE_UP_SPEC: dict[str, Any] = {
         "required": ["reason"],
     },
 }
+
+
+NUL_PROBLEM = "contains a NUL character (\\x00), which cannot be stored; remove it"
+"""The problem named for input with a NUL in it (PostgreSQL cannot store one in text)."""
+
+
+def has_nul(value: Any) -> bool:
+    """Whether `value` (a string, or strings nested in lists and dicts, keys included) holds a NUL."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def reject_nul(**named: Any) -> None:
+    """Refuse input that holds a NUL character, before it reaches a database.
+
+    Raises:
+        UsageError: naming the first argument that holds one.
+    """
+    for name, value in named.items():
+        if has_nul(value):
+            raise UsageError(f"{name}: {NUL_PROBLEM}")
 
 
 @dataclass(slots=True)
