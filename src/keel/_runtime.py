@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._loop import RunResult, RunStatus, Suspend, run_loop
 from ._validate import reject_nul
-from .exceptions import UsageError
+from .exceptions import ConfigError, UsageError
 from .messages import RunEvent
 
 if TYPE_CHECKING:
     from .agent import Agent
     from .durable import Approval, DurableEngine, RunRecord
 
-__all__ = ["Runtime", "new_run_id"]
+__all__ = ["Runtime", "check_database", "new_run_id"]
 
 log = logging.getLogger("keel")
 
@@ -29,6 +31,50 @@ _random = random.Random(int.from_bytes(os.urandom(16), "big"))
 def new_run_id() -> str:
     """A new run id: ``run_``, the start time in microseconds and 64 random bits (ids sort by start)."""
     return f"run_{time.time_ns() // 1000:014x}{_random.getrandbits(64):016x}"
+
+
+WHERE_IS_IT = "point at yours with --db URL or KEEL_DATABASE_URL"
+
+
+def check_database(url: str, *, create: bool = True) -> None:
+    """Check that keel can open the SQLite database at `url`, before anything else touches it.
+
+    Args:
+        url: the database URL; other than SQLite, the connection itself says what is wrong.
+        create: make the database (and its folder) when missing; False for commands that only read
+            or act on what is already there, which must not leave an empty database behind a typo.
+
+    Raises:
+        ConfigError: the database does not exist (with `create` False), or cannot be created or opened.
+    """
+    name = url.removeprefix("sqlite:///")
+    if not url.startswith("sqlite:///") or name in ("", ":memory:") or name.startswith("file:"):
+        return
+    path = Path(name).expanduser()
+    if not path.exists():
+        if not create:
+            raise ConfigError(
+                f"database {url} does not exist (no file {path.absolute()}); {WHERE_IS_IT} "
+                "(`keel run`, `keel serve` and `keel worker` create it)"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot open database {url!r}: cannot make the folder {path.parent} ({exc.strerror}); "
+                "choose a writable path with --db URL or KEEL_DATABASE_URL"
+            ) from None
+    try:
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(
+            f"cannot open database {url!r}: {exc} ({path}); choose a writable path with --db URL or "
+            "KEEL_DATABASE_URL"
+        ) from None
 
 
 class InMemorySteps:
@@ -60,12 +106,17 @@ class Runtime:
         database_url: a SQLite or PostgreSQL URL for durable runs, or ``memory`` for runs that keep
             nothing; default ``KEEL_DATABASE_URL`` (``sqlite:///.keel/keel.db``).
         observers: called with every `RunEvent` of every run.
+        create: create the database when it does not exist (default); False raises `ConfigError` instead.
     """
 
     _default: ClassVar[Runtime | None] = None
 
     def __init__(
-        self, database_url: str | None = None, *, observers: list[Callable[[RunEvent], None]] | None = None
+        self,
+        database_url: str | None = None,
+        *,
+        observers: list[Callable[[RunEvent], None]] | None = None,
+        create: bool = True,
     ) -> None:
         if database_url is None:
             from .config import settings
@@ -77,6 +128,7 @@ class Runtime:
         if self.durable:
             from .durable import make_engine
 
+            check_database(database_url, create=create)  # before the engine, which makes the folder
             make_engine(database_url).dispose()  # reject a bad URL now, with its name
 
     @classmethod
