@@ -92,3 +92,10 @@ def test_unwritable_from_python_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not exist"):
         Runtime(f"sqlite:///{missing}", create=False)
     assert not missing.parent.exists()
+
+
+def test_a_postgresql_database_that_does_not_exist_is_named_without_a_traceback() -> None:
+    url = "postgresql://postgres@127.0.0.1:5432/keel_no_such_database"
+    done = keel("runs", "list", "--db", url)
+    assert done.returncode == 2 and done.stderr.startswith("error: cannot open database"), done.stderr
+    assert 'database "keel_no_such_database" does not exist' in done.stderr and "Traceback" not in done.stderr
