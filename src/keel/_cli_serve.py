@@ -162,9 +162,9 @@ def serve(
         config = ServiceConfig(url, agents, max_body_bytes=max_body, rate_per_second=rate, burst=burst)
         names = ", ".join(a.name for a in agents)
 
-        def ready(server: Any) -> None:
+        def ready(bound: int) -> None:
             console.print(
-                f"[bold]keel serve[/] http://{host}:{port}  agents {names}  (console at /, API docs at /docs; "
+                f"[bold]keel serve[/] http://{host}:{bound}  agents {names}  (console at /, API docs at /docs; "
                 "Ctrl-C to stop)",
                 soft_wrap=True,
             )
