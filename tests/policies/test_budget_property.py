@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from keel import Agent, RunEvent, Runtime, ToolCall, tool
 from keel.models import ModelProfile, ScriptedModel
 from keel.policies.budget import Budget
+from keel.testing import FakeClock
 
 # DBOS's background threads (queue polling with jitter) use the global `random` while hypothesis draws the
 # next example; hypothesis mistakes that for the strategy's own use and warns.
@@ -28,6 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::hypothesis.e
 _ids = itertools.count()
 OUTCOMES: list[str] = []
 RUNS_PER_SCENARIO = 2
+DAY = FakeClock(1_700_000_000.0)
 
 
 @tool
@@ -111,6 +113,7 @@ def one_scenario(scenario: dict[str, Any], runtime: Runtime, db_url: str) -> Non
                 max_tokens=None if tokens is None else int(tokens * factor + (factor > 1) * 100_000),
                 prices={"priced": prices},
                 database_url=db_url,
+                clock=DAY,  # one day for every run: the daily caps do not reset at midnight mid-test
             )
             model = ScriptedModel(script, name="priced", profile=profile)
             return Agent(agent_name, model, tools=[add], policies=[budget]), model
