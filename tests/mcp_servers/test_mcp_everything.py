@@ -32,15 +32,16 @@ def everything_command(*args: str) -> list[str]:
 
 
 def server_pids() -> list[int]:
-    """Processes running the reference server (found through /proc)."""
+    """This process's children running the reference server (found through /proc; never another test run's)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
+                parent = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("PPid:"))
+            except (OSError, StopIteration):
                 continue
-            if str(ENTRY).encode() in cmdline:
+            if str(ENTRY).encode() in cmdline and int(parent.split()[1]) == os.getpid():
                 pids.append(int(entry.name))
     return pids
 

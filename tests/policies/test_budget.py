@@ -122,7 +122,7 @@ async def test_daily_caps_are_shared_through_the_database(tmp_path: Path) -> Non
     assert [r.status for r in results] == ["done", "done", "failed"]
     assert "agent_daily_usd" in (results[2].error or "")
     ledger = Ledger(url)
-    day = next(iter({w for (w,) in ledger.engine.connect().exec_driver_sql("SELECT window FROM keel_counters")}))
+    [day] = {w for (w,) in ledger.engine.connect().exec_driver_sql("SELECT window FROM keel_counters")}
     assert 0 < ledger.used("usd:agent:daily", day) <= 1.005
 
 
