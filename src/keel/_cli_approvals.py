@@ -128,7 +128,7 @@ def list_approvals(
 ) -> None:
     """List requests for a person's decision: pending ones, oldest first (--all for every one)."""
     with exits():
-        runtime = Runtime(db)
+        runtime = Runtime(db, create=False)
         found = runtime.approvals(status=None if show_all else "pending", run_id=run_id)
     if as_json:
         print_json([a.to_dict() for a in found])
@@ -152,7 +152,7 @@ def approve(
 ) -> None:
     """Approve a pending tool call exactly as requested; the run is queued for a worker."""
     with exits():
-        runtime = Runtime(db)
+        runtime = Runtime(db, create=False)
         decided = runtime.approve(approval_id, by=by or user_name(), note=note, arguments_hash=arguments_hash)
         print_decided(decided, runtime, db, as_json)
 
@@ -172,7 +172,7 @@ def reject(
             "--reason 'refunds above 100 need a receipt')"
         )
     with exits():
-        runtime = Runtime(db)
+        runtime = Runtime(db, create=False)
         decided = runtime.reject(approval_id, by=by or user_name(), reason=reason)
         print_decided(decided, runtime, db, as_json)
 
@@ -218,7 +218,7 @@ def edit(
         )
     changed = parse_arguments(arguments)
     with exits():
-        runtime = Runtime(db)
+        runtime = Runtime(db, create=False)
         decided = runtime.edit(approval_id, changed, by=by or user_name(), note=note)
         print_decided(decided, runtime, db, as_json)
 

@@ -24,7 +24,7 @@ def serve(
     ] = None,
     transport: Annotated[str, typer.Option(help="stdio (for a client that starts this command) or http")] = "stdio",
     host: Annotated[str, typer.Option(help="address to listen on (http)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on (http)")] = 8000,
+    port: Annotated[int, typer.Option(help="port to listen on (http); 0 picks a free one")] = 8000,
     path: Annotated[str, typer.Option(help="URL path of the MCP endpoint (http)")] = "/mcp",
     expose: Annotated[str, typer.Option(help="agent (a tool that runs a task), tools, or both")] = "both",
     db: Annotated[
@@ -44,8 +44,10 @@ def serve(
 
         agent = load_target(target)
         runtime = Runtime(db)
-        if transport == "http":
-            console.print(f"[bold]keel mcp[/] serving {agent.name!r} on http://{host}:{port}{path}", soft_wrap=True)
+
+        def ready(bound: int) -> None:
+            console.print(f"[bold]keel mcp[/] serving {agent.name!r} on http://{host}:{bound}{path}", soft_wrap=True)
+
         asyncio.run(
             serve_mcp(
                 agent,
@@ -55,5 +57,6 @@ def serve(
                 path=path,
                 expose=cast(Literal["agent", "tools", "both"], expose),
                 runtime=runtime,
+                on_ready=ready,
             )
         )

@@ -106,7 +106,7 @@ def list_runs(
     if status is not None and status not in STATUSES:
         raise fail_input(f"--status {status!r} is not a run state; use one of: {', '.join(STATUSES)}")
     with exits():
-        found = Runtime(db).runs(status=status, agent=agent, limit=limit)
+        found = Runtime(db, create=False).runs(status=status, agent=agent, limit=limit)
     if as_json:
         print_json([_record_dict(r, with_result=False) for r in found])
         return
@@ -155,7 +155,7 @@ def _print_message(message: dict[str, Any]) -> None:
 def show(run_id: RunId, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Show a run: its state, usage, conversation and pending approvals."""
     with exits():
-        runtime = Runtime(db)
+        runtime = Runtime(db, create=False)
         record = runtime.get(run_id)
         pending = runtime.approvals(run_id=run_id)
     if as_json:
@@ -240,7 +240,7 @@ def resume(
     """
     with exits():
         agent = load_target(target) if target is not None else None
-        runtime = Runtime(db)
+        runtime = Runtime(db, create=False)
         runtime.get(run_id)
         _refuse_pending(runtime, run_id, db)
         if agent is None:
@@ -265,7 +265,7 @@ def resume(
 def cancel(run_id: RunId, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Cancel a run that has not finished; pending approvals are rejected and its state is kept."""
     with exits():
-        record = Runtime(db).cancel(run_id)
+        record = Runtime(db, create=False).cancel(run_id)
     if as_json:
         print_json(_record_dict(record))
     else:
@@ -287,7 +287,7 @@ def fork(
             f"--from-step is required: how many model steps to keep (keel runs fork {run_id} --from-step 1)"
         )
     with exits():
-        record = Runtime(db).fork(run_id, from_step)
+        record = Runtime(db, create=False).fork(run_id, from_step)
     if as_json:
         print_json(_record_dict(record))
         return
@@ -311,7 +311,7 @@ def prune(
         raise fail_input("--older-than is required: how old a finished run must be to go, as in --older-than 30d")
     with exits():
         seconds = parse_duration(older_than)
-        removed = Runtime(db).prune(seconds)
+        removed = Runtime(db, create=False).prune(seconds)
     if as_json:
         print_json({"pruned": removed, "older_than_seconds": seconds})
     else:
@@ -344,6 +344,6 @@ def resolve(
 ) -> None:
     """Decide a run that needs attention; it is queued for a worker."""
     with exits():
-        runtime = Runtime(db)
+        runtime = Runtime(db, create=False)
         decided = runtime.resolve(approval_id, decision.value, by=by or user_name(), note=note, result=result)
         print_decided(decided, runtime, db, as_json)

@@ -29,13 +29,18 @@ def _url(db: str | None) -> str:
     return url
 
 
-def _store(db: str | None) -> Any:
-    """Keel's tables on the database, migrated, without starting the durable engine."""
+def _store(db: str | None, *, create: bool = False) -> Any:
+    """Keel's tables on the database, migrated, without starting the durable engine.
+
+    A missing database is created only with `create` (by the commands that write one).
+    """
     import sqlalchemy as sa
 
+    from ._runtime import check_database
     from .durable._engine import make_engine
     from .durable._store import Store
 
+    check_database(_url(db), create=create)
     store = Store(make_engine(_url(db)))
     try:
         store.migrate()
@@ -55,7 +60,7 @@ def keys_create(
     from .server._keys import create_key
 
     with exits():
-        store = _store(db)
+        store = _store(db, create=True)
         key, secret = create_key(store.engine, tenant, name)
     if as_json:
         print_json({"key_id": key.key_id, "tenant": key.tenant, "name": key.name, "key": secret})
@@ -153,13 +158,13 @@ def serve(
 
         agents = agents_by_name([load_target(t) for t in targets], targets)
         url = _url(db)
-        _store(db)  # reject a bad URL with its name before starting
+        _store(db, create=True)  # reject a bad URL with its name before starting
         config = ServiceConfig(url, agents, max_body_bytes=max_body, rate_per_second=rate, burst=burst)
         names = ", ".join(a.name for a in agents)
 
-        def ready(server: Any) -> None:
+        def ready(bound: int) -> None:
             console.print(
-                f"[bold]keel serve[/] http://{host}:{port}  agents {names}  (console at /, API docs at /docs; "
+                f"[bold]keel serve[/] http://{host}:{bound}  agents {names}  (console at /, API docs at /docs; "
                 "Ctrl-C to stop)",
                 soft_wrap=True,
             )

@@ -5,19 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._loop import RunResult, RunStatus, Suspend, run_loop
-from .exceptions import UsageError
+from ._validate import reject_nul
+from .exceptions import ConfigError, UsageError
 from .messages import RunEvent
 
 if TYPE_CHECKING:
     from .agent import Agent
     from .durable import Approval, DurableEngine, RunRecord
 
-__all__ = ["Runtime", "new_run_id"]
+__all__ = ["Runtime", "check_database", "new_run_id"]
 
 log = logging.getLogger("keel")
 
@@ -28,6 +31,50 @@ _random = random.Random(int.from_bytes(os.urandom(16), "big"))
 def new_run_id() -> str:
     """A new run id: ``run_``, the start time in microseconds and 64 random bits (ids sort by start)."""
     return f"run_{time.time_ns() // 1000:014x}{_random.getrandbits(64):016x}"
+
+
+WHERE_IS_IT = "point at yours with --db URL or KEEL_DATABASE_URL"
+
+
+def check_database(url: str, *, create: bool = True) -> None:
+    """Check that keel can open the SQLite database at `url`, before anything else touches it.
+
+    Args:
+        url: the database URL; other than SQLite, the connection itself says what is wrong.
+        create: make the database (and its folder) when missing; False for commands that only read
+            or act on what is already there, which must not leave an empty database behind a typo.
+
+    Raises:
+        ConfigError: the database does not exist (with `create` False), or cannot be created or opened.
+    """
+    name = url.removeprefix("sqlite:///")
+    if not url.startswith("sqlite:///") or name in ("", ":memory:") or name.startswith("file:"):
+        return
+    path = Path(name).expanduser()
+    if not path.exists():
+        if not create:
+            raise ConfigError(
+                f"database {url} does not exist (no file {path.absolute()}); {WHERE_IS_IT} "
+                "(`keel run`, `keel serve` and `keel worker` create it)"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot open database {url!r}: cannot make the folder {path.parent} ({exc.strerror}); "
+                "choose a writable path with --db URL or KEEL_DATABASE_URL"
+            ) from None
+    try:
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(
+            f"cannot open database {url!r}: {exc} ({path}); choose a writable path with --db URL or "
+            "KEEL_DATABASE_URL"
+        ) from None
 
 
 class InMemorySteps:
@@ -59,12 +106,17 @@ class Runtime:
         database_url: a SQLite or PostgreSQL URL for durable runs, or ``memory`` for runs that keep
             nothing; default ``KEEL_DATABASE_URL`` (``sqlite:///.keel/keel.db``).
         observers: called with every `RunEvent` of every run.
+        create: create the database when it does not exist (default); False raises `ConfigError` instead.
     """
 
     _default: ClassVar[Runtime | None] = None
 
     def __init__(
-        self, database_url: str | None = None, *, observers: list[Callable[[RunEvent], None]] | None = None
+        self,
+        database_url: str | None = None,
+        *,
+        observers: list[Callable[[RunEvent], None]] | None = None,
+        create: bool = True,
     ) -> None:
         if database_url is None:
             from .config import settings
@@ -76,6 +128,7 @@ class Runtime:
         if self.durable:
             from .durable import make_engine
 
+            check_database(database_url, create=create)  # before the engine, which makes the folder
             make_engine(database_url).dispose()  # reject a bad URL now, with its name
 
     @classmethod
@@ -114,10 +167,11 @@ class Runtime:
         """Run `agent` on `task` to its end.
 
         Raises:
-            UsageError: the task is empty.
+            UsageError: the task is empty, or it, the metadata or the run id holds a NUL character.
         """
         if not isinstance(task, str) or not task.strip():
             raise UsageError("task must be a non-empty string saying what the agent should do")
+        reject_nul(task=task, metadata=metadata, run_id=run_id)
         run_id = run_id or new_run_id()
         emit = self._emitter(on_event)
         if not self.durable:
@@ -137,10 +191,12 @@ class Runtime:
         """Queue a run for any worker on this database and return its id at once.
 
         Raises:
-            UsageError: the task is empty, or the runtime is in memory.
+            UsageError: the task is empty or holds a NUL character (or the metadata or run id does), or the
+                runtime is in memory.
         """
         if not isinstance(task, str) or not task.strip():
             raise UsageError("task must be a non-empty string saying what the agent should do")
+        reject_nul(task=task, metadata=metadata, run_id=run_id)
         return self._engine().start(agent, task, run_id or new_run_id(), metadata or {})
 
     async def resume(
@@ -153,6 +209,7 @@ class Runtime:
         Raises:
             UsageError: the run cannot be resumed (the message says why).
         """
+        reject_nul(run_id=run_id)
         return await self._engine().resume(agent, run_id, self._emitter(on_event))
 
     def requeue(self, run_id: str) -> RunRecord:
@@ -164,6 +221,7 @@ class Runtime:
         Raises:
             UsageError: the run does not exist, has finished, or is running on a live worker.
         """
+        reject_nul(run_id=run_id)
         return self._engine().requeue(run_id)
 
     async def wait(self, run_id: str, agent: Agent | None = None) -> RunResult:
@@ -172,6 +230,7 @@ class Runtime:
         Raises:
             UsageError: no such run, or the runtime is in memory.
         """
+        reject_nul(run_id=run_id)
         return await self._engine().wait(run_id, agent)
 
     def get(self, run_id: str) -> RunRecord:
@@ -180,6 +239,7 @@ class Runtime:
         Raises:
             UsageError: no such run.
         """
+        reject_nul(run_id=run_id)
         record = self._engine().store.get_run(run_id)
         if record is None:
             raise UsageError(f"run {run_id!r} does not exist; list runs with `keel runs list`")
@@ -187,10 +247,12 @@ class Runtime:
 
     def runs(self, *, status: str | None = None, agent: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Runs, newest first."""
+        reject_nul(status=status, agent=agent)
         return self._engine().store.list_runs(status=status, agent=agent, limit=limit)
 
     def approvals(self, *, status: str | None = "pending", run_id: str | None = None) -> list[Approval]:
         """Requests for a person's decision (pending ones by default), oldest first."""
+        reject_nul(status=status, run_id=run_id)
         return self._engine().store.list_approvals(status=status, run_id=run_id)
 
     def approve(
@@ -215,6 +277,7 @@ class Runtime:
         Raises:
             UsageError: unknown, not an approval, already decided, expired, or for other arguments.
         """
+        reject_nul(approval_id=approval_id, by=by, note=note, arguments_hash=arguments_hash)
         engine = self._engine()
         approval = self._pending(approval_id, "approval")
         if arguments_hash is not None and arguments_hash != approval.arguments_hash:
@@ -232,6 +295,7 @@ class Runtime:
         Raises:
             UsageError: unknown, not an approval, already decided or expired.
         """
+        reject_nul(approval_id=approval_id, by=by, reason=reason)
         self._pending(approval_id, "approval")
         engine = self._engine()
         return engine.decide(
@@ -246,6 +310,7 @@ class Runtime:
         Raises:
             UsageError: unknown, not an approval, already decided or expired, or arguments not an object.
         """
+        reject_nul(approval_id=approval_id, arguments=arguments, by=by, note=note)
         approval = self._pending(approval_id, "approval")
         if not isinstance(arguments, dict):
             raise UsageError(f"edited arguments must be a JSON object, got {type(arguments).__name__}")
@@ -290,6 +355,7 @@ class Runtime:
         Raises:
             UsageError: unknown, already decided, or a decision that does not fit the request.
         """
+        reject_nul(approval_id=approval_id, decision=decision, by=by, note=note, result=result)
         approval = self._pending(approval_id, None)
         allowed = {"interrupted": ("retry", "skip", "fail"), "pause": ("continue", "fail")}.get(approval.kind, ())
         if decision not in allowed:
@@ -306,6 +372,7 @@ class Runtime:
         Raises:
             UsageError: the run does not exist or already finished.
         """
+        reject_nul(run_id=run_id)
         return self._engine().cancel(run_id)
 
     def fork(self, run_id: str, from_step: int, *, run_id_new: str | None = None) -> RunRecord:
@@ -314,6 +381,7 @@ class Runtime:
         Raises:
             UsageError: the run does not exist or `from_step` is outside its history.
         """
+        reject_nul(run_id=run_id, run_id_new=run_id_new)
         return self._engine().fork(run_id, from_step, new_run_id=run_id_new or new_run_id())
 
     def prune(self, older_than: float) -> list[str]:

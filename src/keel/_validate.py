@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from .exceptions import UsageError
 from .messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
 from .planning import PROGRESS_TOOL
 from .tools import Tool, ToolArgumentsError, _strip_titles
@@ -14,7 +17,19 @@ from .tools import Tool, ToolArgumentsError, _strip_titles
 if TYPE_CHECKING:
     from .agent import Agent
 
-__all__ = ["CONTROL_TOOLS", "FINAL_RESULT", "GIVE_UP", "GIVE_UP_SPEC", "Verdict", "final_result_spec", "validate"]
+__all__ = [
+    "CONTROL_TOOLS",
+    "FINAL_RESULT",
+    "GIVE_UP",
+    "GIVE_UP_SPEC",
+    "NUL_PROBLEM",
+    "Verdict",
+    "final_result_spec",
+    "has_nul",
+    "reject_nul",
+    "validate",
+    "written_tool_call",
+]
 
 GIVE_UP = "give_up"
 FINAL_RESULT = "final_result"
@@ -29,6 +44,32 @@ GIVE_UP_SPEC: dict[str, Any] = {
         "required": ["reason"],
     },
 }
+
+
+NUL_PROBLEM = "contains a NUL character (\\x00), which cannot be stored; remove it"
+"""The problem named for input with a NUL in it (PostgreSQL cannot store one in text)."""
+
+
+def has_nul(value: Any) -> bool:
+    """Whether `value` (a string, or strings nested in lists and dicts, keys included) holds a NUL."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def reject_nul(**named: Any) -> None:
+    """Refuse input that holds a NUL character, before it reaches a database.
+
+    Raises:
+        UsageError: naming the first argument that holds one.
+    """
+    for name, value in named.items():
+        if has_nul(value):
+            raise UsageError(f"{name}: {NUL_PROBLEM}")
 
 
 @dataclass(slots=True)
@@ -110,10 +151,17 @@ def validate(message: AssistantMessage, agent: Agent, offered: set[str]) -> Verd
 def _final_from_text(text: str | None, agent: Agent, verdict: Verdict) -> Verdict:
     text = (text or "").strip()
     if agent.output_type is None:
-        if text:
+        written = written_tool_call(text)
+        if written is not None:
+            problem = (
+                f"the answer is a tool call written as text ({written!r}), which is never run; call tools "
+                "through tool calling, or reply with the final answer in plain words"
+            )
+        elif text:
             verdict.final, verdict.is_final = text, True
             return verdict
-        problem = "the answer was empty; reply with the final answer, call a tool, or call give_up"
+        else:
+            problem = "the answer was empty; reply with the final answer, call a tool, or call give_up"
     else:
         try:
             verdict.final = agent.output_type.model_validate_json(text)
@@ -127,6 +175,43 @@ def _final_from_text(text: str | None, agent: Agent, verdict: Verdict) -> Verdic
     verdict.problems.append(problem)
     verdict.feedback = [UserMessage(problem)]
     return verdict
+
+
+_FENCED = re.compile(r"^```[A-Za-z0-9_-]*\s*\n(.*)\n\s*```$", re.DOTALL)
+_NAME_KEYS = ("name", "tool", "tool_name", "function")
+_ARGUMENT_KEYS = ("arguments", "parameters", "args", "input")
+
+
+def written_tool_call(text: str) -> str | None:
+    """The tool name, if `text` is only a tool call (or a list of them) written as JSON, else None.
+
+    A model with tool calling sometimes writes the call into its answer instead of making it; such an
+    answer is malformed output: it is neither run nor accepted. JSON inside prose is an answer.
+    """
+    fenced = _FENCED.match(text)
+    body = fenced.group(1).strip() if fenced else text
+    if not body.startswith(("{", "[")):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return _call_name(data)
+
+
+def _call_name(data: Any) -> str | None:
+    if isinstance(data, list):
+        names = [_call_name(item) for item in data]
+        return names[0] if names and all(names) else None
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("tool_calls"), list):
+        return _call_name(data["tool_calls"])
+    if isinstance(data.get("function"), dict):  # the OpenAI shape: {"type": "function", "function": {...}}
+        return _call_name(data["function"])
+    name = next((data[k] for k in _NAME_KEYS if isinstance(data.get(k), str)), None)
+    has_arguments = any(isinstance(data.get(k), dict | str) for k in _ARGUMENT_KEYS)
+    return name if name and has_arguments else None
 
 
 def _describe_output_error(exc: pydantic.ValidationError) -> str:

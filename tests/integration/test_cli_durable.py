@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,16 +149,15 @@ def test_a_worker_process_continues_a_run_queued_by_resume(keel: Keel) -> None:
         result = asyncio.run(asyncio.wait_for(Runtime(keel.url).wait(run_id), timeout=90))
     finally:  # stop the worker in any case, and keep what it said for the assertions
         worker.send_signal(signal.SIGTERM)
-        asked = time.monotonic()
-        try:
-            _, err = worker.communicate(timeout=30)
+        killed = False
+        try:  # a bounded wait: a worker that ignores SIGTERM is killed, and that fails below
+            _, err = worker.communicate(timeout=60)
         except subprocess.TimeoutExpired:
+            killed = True
             worker.kill()
             _, err = worker.communicate()
-        stopped_in = time.monotonic() - asked
     assert (result.status, result.output) == ("done", "Refunded 249.00."), err
     assert len(keel.refunds()) == 1  # once, though the run was queued twice
-    assert worker.returncode == 0, err
-    assert stopped_in < 10, err  # it stops promptly
+    assert not killed and worker.returncode == 0, err  # SIGTERM stopped it, cleanly
     assert "keel worker worker-cli-test on sqlite:///" in err and "agents refunds" in err
     assert "SIGTERM: stopping the worker" in err and "worker worker-cli-test stopped" in err

@@ -8,6 +8,9 @@ from keel import Agent, Runtime
 from keel.models import ModelProfile, ScriptedModel
 from keel.policies._ledger import Ledger
 from keel.policies.budget import Budget
+from keel.testing import FakeClock
+
+DAY = FakeClock(1_700_000_000.0)
 
 
 def test_concurrent_takers_never_pass_a_cap(database_url: str) -> None:
@@ -37,7 +40,9 @@ async def test_a_daily_cap_stops_the_next_run_and_it_resumes_when_raised(databas
     profile = ModelProfile(max_output_tokens=1000)
 
     def agent(cap: float) -> Agent:
-        budget = Budget(agent_daily_usd=cap, prices={"priced": (0.0, 1000.0)}, database_url=database_url)
+        budget = Budget(  # a fake clock: every run falls on one day, even across midnight (UTC)
+            agent_daily_usd=cap, prices={"priced": (0.0, 1000.0)}, database_url=database_url, clock=DAY
+        )
         return Agent("daily", ScriptedModel(["done"], name="priced", profile=profile), policies=[budget])
 
     first = await agent(1.005).run("x", runtime=rt)

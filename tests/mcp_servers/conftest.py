@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mcp_helpers import HttpServer, ServerFiles, free_port
+from mcp_helpers import HttpServer, ServerFiles
 
 
 @pytest.fixture
@@ -16,8 +16,8 @@ def files(tmp_path: Path) -> ServerFiles:
 
 
 @pytest.fixture
-def http_server(files: ServerFiles) -> Iterator[HttpServer]:
-    server = HttpServer(free_port(), files.env)
+def http_server(files: ServerFiles, tmp_path: Path) -> Iterator[HttpServer]:
+    server = HttpServer(tmp_path / "mcp-http.log", files.env)
     server.start()
     yield server
     server.stop()

@@ -113,6 +113,20 @@ def malformed() -> Server:
     return Server("malformed", on_list_tools=list_tools, on_call_tool=call_tool)  # type: ignore[arg-type]
 
 
+async def serve_http(port: int) -> None:
+    """Streamable HTTP on `port` (0: one the system picks), printing ``listening on PORT`` once it listens."""
+    import uvicorn
+
+    class Announcing(uvicorn.Server):
+        async def startup(self, sockets: object = None) -> None:
+            await super().startup(sockets)  # type: ignore[arg-type]
+            if self.started:
+                print(f"listening on {self.servers[0].sockets[0].getsockname()[1]}", flush=True)
+
+    app = server.streamable_http_app(host="127.0.0.1")
+    await Announcing(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")).serve()
+
+
 async def run_lowlevel(low: Server) -> None:
     async with stdio_server() as (read, write):
         await low.run(read, write, low.create_initialization_options())
@@ -123,7 +137,7 @@ if __name__ == "__main__":
     if mode == "stdio":
         server.run("stdio")
     elif mode == "http":
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+        asyncio.run(serve_http(int(sys.argv[2])))
     elif mode == "malformed":
         asyncio.run(run_lowlevel(malformed()))
     else:

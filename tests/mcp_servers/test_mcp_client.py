@@ -289,10 +289,11 @@ async def test_streamable_http_call_in_flight_during_a_restart_is_sent_again(
 def test_a_server_that_is_not_there_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot connect to MCP server .*No such file"):
         Agent("x", ScriptedModel(["-"]), tools=[MCPTools([str(tmp_path / "no-such-server")])])
-    with pytest.raises(ConfigError, match=r"cannot connect to MCP server http://127\.0\.0\.1:\d+/mcp"):
-        from mcp_helpers import free_port
+    from mcp_helpers import closed_port
 
-        Agent("x", ScriptedModel(["-"]), tools=[MCPTools(f"http://127.0.0.1:{free_port()}/mcp")])
+    with closed_port() as closed, pytest.raises(ConfigError, match=r"cannot connect to MCP server http://127\.0\.0\.1:\d+/mcp"):
+        port = closed.getsockname()[1]
+        Agent("x", ScriptedModel(["-"]), tools=[MCPTools(f"http://127.0.0.1:{port}/mcp")])
 
 
 def test_a_command_that_exits_at_once_is_a_config_error_naming_its_stderr() -> None:

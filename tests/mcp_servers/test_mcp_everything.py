@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp_helpers import free_port, kill, wait_for
+from mcp_helpers import kill, listening_port, wait_for
 
 from keel import Agent, Runtime, ToolCall
 from keel._tool_exec import tool_step
@@ -32,15 +32,16 @@ def everything_command(*args: str) -> list[str]:
 
 
 def server_pids() -> list[int]:
-    """Processes running the reference server (found through /proc)."""
+    """This process's children running the reference server (found through /proc; never another test run's)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
+                parent = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("PPid:"))
+            except (OSError, StopIteration):
                 continue
-            if str(ENTRY).encode() in cmdline:
+            if str(ENTRY).encode() in cmdline and int(parent.split()[1]) == os.getpid():
                 pids.append(int(entry.name))
     return pids
 
@@ -128,28 +129,32 @@ async def test_the_reference_server_killed_mid_run_is_reconnected() -> None:
 async def test_the_reference_server_over_streamable_http() -> None:
     import subprocess
 
-    port = free_port()
     proc = subprocess.Popen(
         everything_command("streamableHttp"),
-        env={**os.environ, "PORT": str(port)},
+        env={**os.environ, "PORT": "0"},  # the system picks a free port; the server does not say which
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    toolset = MCPTools(f"http://127.0.0.1:{port}/mcp")
+    found: list[int] = []
+
+    def listening() -> bool:
+        assert proc.poll() is None, "the reference server exited"
+        port = listening_port(proc.pid)
+        if port is not None:
+            found.append(port)
+        return bool(found)
+
+    toolset: MCPTools | None = None
     try:
-        import socket
-
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
         wait_for(listening, "the reference server on HTTP")
+        toolset = MCPTools(f"http://127.0.0.1:{found[0]}/mcp")
         model = ScriptedModel([ToolCall("get-sum", {"a": 20, "b": 22}), "42"])
         result = await Agent("ref", model, tools=[toolset]).run("sum", runtime=MEMORY)
         assert result.status == "done", result.error
         assert "42" in tool_messages(result.messages)[0].content
     finally:
-        toolset.close()
+        if toolset is not None:
+            toolset.close()
         proc.kill()
         proc.wait(10)
 

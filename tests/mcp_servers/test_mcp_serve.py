@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp_helpers import free_port, wait_for
+from mcp_helpers import announced_port
 
 HERE = Path(__file__).parent
 TARGET = f"{HERE / 'served_agent.py'}:agent"
@@ -19,29 +18,21 @@ KEEL = [sys.executable, "-m", "keel.cli"]
 
 
 @pytest.fixture
-def served_http() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [*KEEL, "mcp", "serve", TARGET, "--transport", "http", "--port", str(port), "--db", "memory"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-    def listening() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"keel mcp serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
+def served_http(tmp_path: Path) -> Iterator[str]:
+    log = tmp_path / "mcp-serve.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*KEEL, "mcp", "serve", TARGET, "--transport", "http", "--port", "0", "--db", "memory"],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
-        wait_for(listening, "keel mcp serve on HTTP")
+        port = announced_port(log, proc, "keel mcp serve on HTTP")
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.kill()
         proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 async def test_an_agent_served_over_http_is_called_by_the_mcp_client(served_http: str) -> None:

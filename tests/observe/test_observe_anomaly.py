@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import random
+import socket
 import statistics
 import threading
 from collections.abc import Iterator
@@ -118,6 +119,9 @@ def test_an_alert_resolves_when_the_metric_returns_and_cooldown_holds_a_repeat()
     assert "error_rate" in [a.metric for a in later]
 
 
+RATES = ("completion_rate", "error_rate")
+
+
 class Receiver(http.server.BaseHTTPRequestHandler):
     """A webhook receiver that answers 503 to the first `failures` deliveries, then 200."""
 
@@ -170,10 +174,13 @@ def test_alerts_are_posted_to_a_webhook_and_retried_until_delivered(receiver: st
 
 
 def test_a_webhook_that_never_answers_drops_the_alert_after_its_attempts() -> None:
-    sink = WebhookSink("http://127.0.0.1:9/unreachable", attempts=3, backoff=0.01, timeout=1)
-    sink(_alert(random.Random(8)))
-    assert sink.flush(timeout=30)
-    sink.close()
+    with socket.socket() as closed:  # bound and not listening: every connection to it is refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/unreachable"
+        sink = WebhookSink(url, attempts=3, backoff=0.01, timeout=1)
+        sink(_alert(random.Random(8)))
+        assert sink.flush(timeout=30)
+        sink.close()
     assert (sink.delivered, sink.dropped) == (0, 1)
 
 
@@ -239,7 +246,8 @@ def test_watchers_in_two_processes_raise_each_alert_once_in_the_database_and_to_
         ):
             calc.run_sync("add 1 and 2", runtime=runtime, metadata={"tenant": "acme"})  # healthy windows
         assert all(len(w.detector.history("acme", "calc", "error_rate")) >= 4 for w in watchers)
-        assert boards[0].active("acme") == []
+        # healthy windows raise no alert on the rates; latency is left out: it follows the machine's load
+        assert [a.metric for a in boards[0].active("acme") if a.metric in RATES] == []
         while not {"error_rate", "completion_rate"} <= {a.metric for a in boards[0].active("acme")}:
             assert time.monotonic() < deadline, "no alert"
             calc.run_sync("please fail", runtime=runtime, metadata={"tenant": "acme"})  # then every run fails

@@ -14,6 +14,9 @@ from keel.policies._ledger import Ledger
 from keel.policies.budget import Budget, PriceTable
 from keel.testing import FakeClock
 
+DAY = FakeClock(1_700_000_000.0)
+"""A clock that stays on one day, for the daily caps."""
+
 PRICES = {"priced": (0.0, 1000.0)}  # a request holds exactly $1 (1000 output tokens) and costs a few cents
 
 
@@ -112,13 +115,14 @@ async def test_daily_caps_are_shared_through_the_database(tmp_path: Path) -> Non
     rt = Runtime(url)
     results = []
     for _ in range(3):  # three runs, each its own policy object, as in three processes
-        budget = Budget(agent_daily_usd=1.005, prices=PRICES, database_url=url)  # each run costs ~$0.004
+        # a fake clock: all three runs fall on one day, even when the test runs across midnight (UTC)
+        budget = Budget(agent_daily_usd=1.005, prices=PRICES, database_url=url, clock=DAY)  # each run ~$0.004
         agent = Agent("daily", priced(["done"]), policies=[budget])
         results.append(await agent.run("x", runtime=rt, metadata={"tenant": "acme"}))
     assert [r.status for r in results] == ["done", "done", "failed"]
     assert "agent_daily_usd" in (results[2].error or "")
     ledger = Ledger(url)
-    day = next(iter({w for (w,) in ledger.engine.connect().exec_driver_sql("SELECT window FROM keel_counters")}))
+    [day] = {w for (w,) in ledger.engine.connect().exec_driver_sql("SELECT window FROM keel_counters")}
     assert 0 < ledger.used("usd:agent:daily", day) <= 1.005
 
 
@@ -148,7 +152,7 @@ def test_tenant_caps_apply_per_tenant(tmp_path: Path) -> None:
     rt = Runtime(url)
 
     async def go(tenant: str) -> str:
-        budget = Budget(tenant_daily_usd=1.005, prices=PRICES, database_url=url)
+        budget = Budget(tenant_daily_usd=1.005, prices=PRICES, database_url=url, clock=DAY)
         result = await Agent("t", priced(["done"]), policies=[budget]).run("x", runtime=rt, metadata={"tenant": tenant})
         return result.status
 

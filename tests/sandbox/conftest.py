@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import IO
 
 import pytest
 
@@ -22,7 +25,27 @@ def workspace_base() -> Iterator[str]:
     assert not leftovers, f"workspaces were not removed: {leftovers}"
 
 
-SESSION_UID = 62000 + os.getpid() % 1000
+def _claim_uid() -> tuple[int, IO[bytes]]:
+    """A sandbox uid no other test session on this machine uses: held by a lock for this process's life.
+
+    Test sessions run side by side (several checkouts, CI jobs); a uid taken from the pid alone could be
+    the same in two of them, and one would take the other's sandbox processes for its own leftovers.
+    """
+    start = os.getpid() % 1000
+    for offset in range(1000):
+        uid = 62000 + (start + offset) % 1000
+        lock = open(os.path.join(tempfile.gettempdir(), f"keel-sandbox-uid-{uid}.lock"), "ab")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        atexit.register(lock.close)  # the lock is released when the session's process ends
+        return uid, lock
+    raise RuntimeError("no free sandbox uid between 62000 and 62999: 1,000 test sessions hold them all")
+
+
+SESSION_UID, _UID_LOCK = _claim_uid()
 """The sandbox uid of this test session (as root): a process of it left behind was left by these tests."""
 
 

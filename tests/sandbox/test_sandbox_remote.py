@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -60,9 +61,11 @@ def test_an_invalid_request_is_a_400_naming_the_field(server: SandboxServer) -> 
 
 
 def test_an_unreachable_server_is_a_structured_result() -> None:
-    remote = RemoteBackend("http://127.0.0.1:9", margin_s=1)
-    try:
-        result = remote.run(ExecutionRequest(language="python", code="print(1)"))
-        assert result.stop_reason == "unavailable" and "unreachable" in (result.error or "")
-    finally:
-        remote.close()
+    with socket.socket() as closed:  # bound and not listening: every connection to it is refused
+        closed.bind(("127.0.0.1", 0))
+        remote = RemoteBackend(f"http://127.0.0.1:{closed.getsockname()[1]}", margin_s=1)
+        try:
+            result = remote.run(ExecutionRequest(language="python", code="print(1)"))
+            assert result.stop_reason == "unavailable" and "unreachable" in (result.error or "")
+        finally:
+            remote.close()

@@ -1,10 +1,10 @@
-"""A real `keel serve` on loopback: a subprocess on a free port, on its own SQLite database."""
+"""A real `keel serve` on loopback: a subprocess on a port the system picks, on its own SQLite database."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -21,10 +21,7 @@ AGENTS = Path(__file__).with_name("service_agents.py")
 TARGETS = [f"{AGENTS}:calc", f"{AGENTS}:support", f"{AGENTS}:planner"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+LISTENING = re.compile(r"keel serve http://127\.0\.0\.1:(\d+) ")
 
 
 @dataclass
@@ -62,23 +59,26 @@ class Service:
 
 
 def start_service(tmp: Path, *extra: str, db: str | None = None) -> Service:
-    port = free_port()
+    """Start `keel serve` on a port the system picks (``--port 0``: no other process can take it first)."""
     db = db or f"sqlite:///{tmp / 'keel.db'}"
     log = tmp / "serve.log"
-    command = [sys.executable, "-m", "keel.cli", "serve", "--db", db, "--port", str(port), *extra, *TARGETS]
+    command = [sys.executable, "-m", "keel.cli", "serve", "--db", db, "--port", "0", *extra, *TARGETS]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
-    service = Service(f"http://127.0.0.1:{port}", db, process, log)
     deadline = time.monotonic() + 90
+    service: Service | None = None
     with httpx.Client(timeout=2) as client:
-        while True:  # wait on the service's own readiness answer, bounded
+        while True:  # wait for the port it says it listens on, then its own readiness answer, bounded
             if process.poll() is not None:
                 raise AssertionError(f"keel serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if client.get(f"{service.url}/readyz").status_code == 200:
-                    return service
-            except httpx.TransportError:
-                pass
+            if service is None and (found := LISTENING.search(log.read_text(errors="replace"))):
+                service = Service(f"http://127.0.0.1:{found.group(1)}", db, process, log)
+            if service is not None:
+                try:
+                    if client.get(f"{service.url}/readyz").status_code == 200:
+                        return service
+                except httpx.TransportError:
+                    pass
             if time.monotonic() > deadline:
                 process.kill()
                 raise AssertionError(f"keel serve did not become ready:\n{log.read_text()[-3000:]}")

@@ -162,12 +162,20 @@ def finish_params(run_id: str, result: dict[str, Any]) -> dict[str, Any]:
         "p_run": run_id,
         "p_status": result["status"],
         "p_result": json.dumps(result, default=str),
-        "p_error": result.get("error"),
+        "p_error": _storable(result.get("error")),
         "p_error_type": result.get("error_type"),
         "p_steps": result.get("steps", 0),
         "p_usage": json.dumps(result.get("usage") or {}),
         "p_now": time.time(),
     }
+
+
+def _storable(text: str | None) -> str | None:
+    """`text` for a text column: a NUL character (which PostgreSQL cannot store) written out as backslash-x00.
+
+    The error text is written by the model or a tool; the result's JSON keeps it exactly.
+    """
+    return None if text is None else text.replace("\x00", "\\x00")
 
 
 CANCEL_REFRESH_SECONDS = 1.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import mcp_types
@@ -189,8 +189,12 @@ async def serve(
     path: str = "/mcp",
     expose: Expose = "both",
     runtime: Runtime | None = None,
+    on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Serve `agent` over MCP until the client leaves (stdio) or the process is stopped (HTTP).
+
+    Over HTTP, `on_ready` is called with the port listened on once connections are accepted (with
+    `port` 0 the system picks a free one).
 
     Raises:
         ConfigError: an unknown transport or `expose` value.
@@ -206,4 +210,12 @@ async def serve(
 
     app = server.streamable_http_app(streamable_http_path=path, host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    await uvicorn.Server(config).serve()
+
+    class Listening(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started and on_ready is not None:
+                bound = [sock.getsockname()[1] for listener in self.servers for sock in listener.sockets]
+                on_ready(int(bound[0]) if bound else port)
+
+    await Listening(config).serve()

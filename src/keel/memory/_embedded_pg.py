@@ -30,6 +30,10 @@ def _bin_dir() -> Path:
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
+START_ATTEMPTS = 5
+"""Ports tried before giving up, each picked free just before the server binds it."""
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -83,11 +87,21 @@ class EmbeddedPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
         os.chown(self.root, self.user, self.group)
-        self.port = _free_port()
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=50"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
-        return self.url
+        attempts = 0
+        while True:
+            # A free port can be taken by another process before the server binds it: then try another.
+            attempts += 1
+            self.port = _free_port()
+            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=50"
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
+                return self.url
+            except RuntimeError:
+                taken = self.log.exists() and "already in use" in self.log.read_text(errors="replace")
+                if not taken or attempts >= START_ATTEMPTS:
+                    raise
+                self.log.unlink()
 
     def stop(self) -> None:
         """Stop the server (immediately) and remove the cluster's folder if this object made it."""

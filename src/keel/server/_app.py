@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .._validate import NUL_PROBLEM, has_nul
 from ..exceptions import UsageError
 from ._events import FINAL, MOVING, RunWatch, journal_events, status_event
 from ._keys import ApiKey, KeyRing
@@ -155,6 +156,20 @@ def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials
 Caller = Annotated[ApiKey, Depends(caller)]
 
 
+def no_nul(request: Request) -> None:
+    """Refuse a NUL character in a path or query parameter, as the bodies do (no database stores one).
+
+    Raises:
+        ApiError: 422 naming the parameter.
+    """
+    params = [*request.path_params.items(), *request.query_params.multi_items()]
+    for name, value in params:
+        if has_nul(name) or has_nul(value):
+            field = name.replace("\x00", "\\x00")
+            problem = [{"field": field, "message": NUL_PROBLEM}]
+            raise ApiError(422, "invalid_request", f"{field}: {NUL_PROBLEM}", problem)
+
+
 def create_app(config: ServiceConfig) -> FastAPI:
     """Build the service for `config` (the durable engine is opened on first use)."""
     from .._runtime import Runtime
@@ -187,6 +202,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         description="Runs, their live events, approvals and feedback, scoped to the tenant of the API key.",
         docs_url="/docs",
         redoc_url=None,
+        dependencies=[Depends(no_nul)],
     )
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.state.keel = _Auth(config, keyring, limiter)

@@ -40,27 +40,37 @@ class BodyLimit:
                     await self._too_large(send)
                     return
         received = 0
-        started = False
+        over = False  # the body went over the limit before any answer started
+        answered = False
 
         async def limited_receive() -> Any:
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    over = not answered
                     raise BodyTooLarge
             return message
 
-        async def tracked_send(message: Any) -> None:
-            nonlocal started
+        async def guarded_send(message: Any) -> None:
+            # The framework may catch the error raised while it reads the body and answer with its own
+            # (FastAPI answers 400 "error parsing the body"): once the body went over, the answer is 413.
+            nonlocal answered
+            if over:
+                if not answered:
+                    answered = True
+                    await self._too_large(send)
+                return
             if message["type"] == "http.response.start":
-                started = True
+                answered = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracked_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
-            if not started:
+            if not answered:
+                answered = True
                 await self._too_large(send)
 
     async def _too_large(self, send: Any) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from .._validate import NUL_PROBLEM, has_nul
 
 __all__ = [
     "AlertOut",
@@ -32,6 +35,13 @@ MetaValue = str | int | float | bool | None
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if has_nul(value):
+            raise PydanticCustomError("nul_character", NUL_PROBLEM)
+        return value
 
 
 class ErrorOut(BaseModel):

@@ -34,6 +34,9 @@ def serve(
 ) -> None:
     """Run the service until SIGINT or SIGTERM.
 
+    `on_ready` is called with the port listened on once the API accepts connections (with `port` 0
+    the system picks a free one, so that nothing else can take it between choosing and listening).
+
     The worker starts first (on its own thread) and the API once the worker's engine has launched, so
     the two share one durable engine: runs started through the API are served by this process, and by
     any other worker on the same database. With `worker` False the process serves the API only, and
@@ -91,13 +94,18 @@ def serve(
         watcher = WindowWatcher(config.database_url, config.alerts, default_sinks(webhook), window=anomaly_window)
         watcher.start()
     app = create_app(config)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started and on_ready is not None:
+                on_ready(_bound_port(self))
+
     # Idle keep-alive connections are kept 30 s (uvicorn's default is 5): a client reusing one just as the
     # server closes it sees a dropped connection, which long-lived console and API clients would hit.
-    server = uvicorn.Server(
+    server = Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=30)
     )
-    if on_ready is not None:
-        on_ready(server)
     # uvicorn handles SIGINT and SIGTERM, then raises the signal again once it has stopped; with these
     # benign handlers in place that second signal does not kill the process before the cleanup below.
     previous = {}
@@ -115,6 +123,12 @@ def serve(
             provider.shutdown()  # flushes the spans still batched
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _bound_port(server: Any) -> int:
+    """The port a started uvicorn server listens on."""
+    bound = [sock.getsockname()[1] for listener in server.servers for sock in listener.sockets]
+    return int(bound[0]) if bound else int(server.config.port)
 
 
 def _ignore(signum: int, frame: Any) -> None:
