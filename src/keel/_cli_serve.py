@@ -37,8 +37,7 @@ def _store(db: str | None, *, create: bool = False) -> Any:
     import sqlalchemy as sa
 
     from ._runtime import check_database
-    from .durable._engine import make_engine
-    from .durable._store import Store
+    from .storage import Store, make_engine
 
     check_database(_url(db), create=create)
     store = Store(make_engine(_url(db)))

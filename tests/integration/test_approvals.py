@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from keel import Agent, Runtime, ToolCall, UsageError, tool
-from keel.durable._store import approvals
 from keel.models import ScriptedModel
 from keel.policies.approvals import arguments_hash
+from keel.storage._tables import approvals
 
 CHILD = Path(__file__).with_name("approval_child.py")
 

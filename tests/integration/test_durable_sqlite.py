@@ -237,8 +237,7 @@ def test_every_segment_is_queued_under_the_version_that_started_the_run(tmp_path
 
 
 def test_a_database_of_the_first_schema_is_migrated(tmp_path: Path) -> None:
-    from keel.durable._engine import make_engine
-    from keel.durable._store import MIGRATIONS, Store
+    from keel.storage import MIGRATIONS, Store, make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     store = Store(engine, "7")

@@ -8,9 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel import Agent, RunEvent, Runtime, ToolCall, tool
-from keel.durable._store import runs, steps
 from keel.models import ScriptedModel
 from keel.policies.filters import ContentFilter
+from keel.storage._tables import runs, steps
 
 TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
 CARD = "4111 1111 1111 1111"

@@ -1,7 +1,7 @@
 """Durable execution: the only package that imports `dbos`."""
 
+from ..storage import Approval, RunRecord, Store
 from ._engine import QUEUE, DurableEngine, add_observer, make_engine, register_agent, run_worker
-from ._store import Approval, RunRecord, Store
 
 __all__ = [
     "QUEUE",

@@ -18,8 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..exceptions import UsageError
+from ..storage import Approval, RunRecord, Store
+from ..storage._runs import INSERT_RUN, new_run_row
+from ..storage._tables import approvals, runs, steps
 from ._killpoints import kill_point
-from ._store import INSERT_RUN, Approval, RunRecord, Store, approvals, new_run_row, runs, steps
 
 __all__ = ["WAITING_STATUSES", "Decided", "cancel_run", "decide", "expire_due", "fork_run", "request_id"]
 

@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
@@ -31,19 +30,12 @@ from .._loop import RunResult, StepConflict, run_loop
 from ..exceptions import ConfigError, UsageError
 from ..messages import RunEvent
 from ..policies import redact
+from ..storage import RunRecord, Store, make_engine
+from ..storage._records import run_record
+from ..storage._runs import FINISH_SEGMENT, INSERT_RUN, SET_RUNNING, finish_params, new_run_row
 from ._decisions import Decided, cancel_run, decide, expire_due, fork_run
 from ._killpoints import kill_point
 from ._steps import JournalSteps
-from ._store import (
-    FINISH_SEGMENT,
-    INSERT_RUN,
-    SET_RUNNING,
-    RunRecord,
-    Store,
-    finish_params,
-    new_run_row,
-    run_record,
-)
 from ._writer import make_writer
 
 if TYPE_CHECKING:
@@ -167,41 +159,6 @@ async def _segment(run_id: str, segment: int) -> dict[str, Any]:
     """A segment taken from the queue by a worker."""
     summary, _ = await carry(run_id, segment, _observed(_LIVE.get(run_id, _noop)))
     return summary
-
-
-def sqlite_engine(url: str) -> sa.Engine:
-    """A SQLAlchemy engine for SQLite in WAL mode with synchronous=NORMAL, creating the file's folder."""
-    path = url.removeprefix("sqlite:///")
-    if path and path != ":memory:":
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
-
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    return engine
-
-
-def make_engine(url: str) -> sa.Engine:
-    """Build the database engine for `url`.
-
-    Raises:
-        ConfigError: the URL is not a SQLite or PostgreSQL URL.
-    """
-    if url.startswith("sqlite:///"):
-        return sqlite_engine(url)
-    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-        pg = "postgresql+psycopg://" + url.split("://", 1)[1]
-        return sa.create_engine(pg, pool_size=20, max_overflow=20, pool_pre_ping=True)
-    raise ConfigError(
-        f"database URL {url!r} is not supported; use sqlite:///path/to/keel.db, postgresql://user@host/db, "
-        "or 'memory' for runs that keep nothing"
-    )
 
 
 class DurableEngine:

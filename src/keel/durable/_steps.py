@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from .._loop import RunStatus, StepConflict, StepFn, StepInterrupted, Suspend
 from ..exceptions import RunError
+from ..storage import Approval, Store
 from ._decisions import expire_due, request_id
-from ._store import Approval, Store
 from ._writer import JournalWriter
 
 __all__ = ["JournalSteps"]

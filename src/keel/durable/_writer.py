@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from ._store import COMPLETE_STEP, INSERT_STEP
+from ..storage._runs import COMPLETE_STEP, INSERT_STEP
 
 __all__ = ["JournalWriter", "LoopWriter", "ThreadWriter", "make_writer"]
 

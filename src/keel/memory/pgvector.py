@@ -10,6 +10,13 @@ Inside a partition, the agent, user, expiry and metadata filters are applied dur
 with pgvector's iterative scans (``hnsw.iterative_scan = strict_order``), which keep walking the
 graph until k rows pass. A namespace small enough to scan (``exact_below`` memories) is searched
 exactly instead. Each namespace's size is kept in ``keel_memory_namespaces``.
+
+The tables are not on keel's migration ledger (`keel.storage`): the store talks to PostgreSQL through
+its own psycopg connection, often on a database of its own, and needs the ``vector`` extension, which a
+keel database does not; the table's vector column is sized by the embedder, known only when the store
+opens; and tenants' partitions are created on their first write. The store creates its tables under an
+advisory lock when it opens (``CREATE ... IF NOT EXISTS``) and records the vector size in
+``keel_memory_settings``, refusing a table written with another.
 """
 
 from __future__ import annotations

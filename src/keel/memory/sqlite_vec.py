@@ -10,6 +10,12 @@ without filters asks sqlite-vec for the k nearest and, when expired memories too
 asks again for more.
 
 apsw is used because the standard library's ``sqlite3`` on some builds cannot load extensions.
+
+The tables are not on keel's migration ledger (`keel.storage`): they live in a file of their own
+(``.keel/memory.db`` by default) opened through apsw, not through keel's SQLAlchemy engine, and the
+``vec0`` table's shape depends on the vector size, known only when the store opens. The store creates
+them in one transaction when it opens (``CREATE ... IF NOT EXISTS``) and records the vector size in
+``keel_memory_settings``, refusing a file written with another.
 """
 
 from __future__ import annotations

@@ -311,49 +311,21 @@ class DatabaseAlerts(AlertBoard):
 
     def claim(self, alert: Alert) -> bool:
         """Record the alert unless it, or an active one with its key, is recorded; True if this call did."""
-        import sqlalchemy as sa
+        from ..storage import claim_alert
 
-        from ..durable._store import alerts
-
-        try:
-            with self.store.engine.begin() as conn:
-                active = conn.execute(
-                    sa.select(alerts.c.id).where(alerts.c.key == alert.key, alerts.c.resolved_at.is_(None))
-                ).first()
-                if active is not None:
-                    return False
-                conn.execute(alerts.insert().values(**alert.to_dict(), resolved_at=None))
-        except sa.exc.IntegrityError:
-            return False  # another process recorded it first
-        return True
+        return claim_alert(self.store.engine, alert.to_dict())
 
     def resolve(self, key: str) -> None:
         """Mark the active alert with this key resolved."""
-        import sqlalchemy as sa
+        from ..storage import resolve_alert
 
-        from ..durable._store import alerts
-
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                sa.update(alerts)
-                .where(alerts.c.key == key, alerts.c.resolved_at.is_(None))
-                .values(resolved_at=time.time())
-            )
+        resolve_alert(self.store.engine, key, time.time())
 
     def active(self, tenant: str | None) -> list[Alert]:
         """Active alerts of one tenant, newest first."""
-        import sqlalchemy as sa
+        from ..storage import active_alerts
 
-        from ..durable._store import alerts
-
-        query = (
-            sa.select(alerts)
-            .where(alerts.c.resolved_at.is_(None), alerts.c.tenant == tenant)
-            .order_by(alerts.c.raised_at.desc())
-        )
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [Alert(**{k: v for k, v in row.items() if k != "resolved_at"}) for row in rows]
+        return [Alert(**row) for row in active_alerts(self.store.engine, tenant)]
 
 
 class LogSink:
@@ -457,17 +429,11 @@ def default_sinks(webhook: str | None) -> list[Callable[[Alert], None]]:
 
 def window_stats(store: Any, start: float, end: float) -> list[WindowStats]:
     """Per tenant and agent: the runs that finished in [start, end) summed up as one window."""
-    import sqlalchemy as sa
+    from ..storage import FinishedRun, finished_runs
 
-    from ..durable._store import runs
-
-    query = sa.select(
-        runs.c.tenant, runs.c.agent, runs.c.status, runs.c.steps, runs.c.usage, runs.c.created_at, runs.c.updated_at
-    ).where(runs.c.updated_at >= start, runs.c.updated_at < end, runs.c.status.in_(("done", "failed", "cancelled")))
-    groups: dict[tuple[str | None, str], list[Any]] = {}
-    with store.engine.connect() as conn:
-        for row in conn.execute(query):
-            groups.setdefault((row.tenant, row.agent), []).append(row)
+    groups: dict[tuple[str | None, str], list[FinishedRun]] = {}
+    for row in finished_runs(store.engine, start, end):
+        groups.setdefault((row.tenant, row.agent), []).append(row)
     found = []
     for (tenant, agent), rows in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
         n = len(rows)
@@ -479,9 +445,9 @@ def window_stats(store: Any, start: float, end: float) -> list[WindowStats]:
                 n,
                 completion_rate=sum(r.status == "done" for r in rows) / n,
                 error_rate=sum(r.status == "failed" for r in rows) / n,
-                steps_per_run=sum(int(r.steps or 0) for r in rows) / n,
-                cost_per_run=sum(float(json.loads(r.usage or "{}").get("cost_usd") or 0.0) for r in rows) / n,
-                latency_seconds=statistics.median(float(r.updated_at) - float(r.created_at) for r in rows),
+                steps_per_run=sum(r.steps for r in rows) / n,
+                cost_per_run=sum(r.cost_usd for r in rows) / n,
+                latency_seconds=statistics.median(r.updated_at - r.created_at for r in rows),
             )
         )
     return found
@@ -529,8 +495,7 @@ class WindowWatcher:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        from ..durable._engine import make_engine
-        from ..durable._store import Store
+        from ..storage import Store, make_engine
 
         store = Store(make_engine(self.database_url))
         end = (time.time() // self.window + 1) * self.window

@@ -31,7 +31,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..durable._store import Store, approvals, feedback, runs, steps
+from ..storage import Store, finished_runs, ratings, run_stats
+from ..storage._tables import steps
 
 __all__ = ["CONTENT_TYPE", "RunMetricsCollector", "render", "timeseries"]
 
@@ -101,38 +102,10 @@ class RunMetricsCollector:
         self.store = store
         self.tenant = tenant
 
-    def _where(self, table: sa.Table) -> Any:
-        return sa.true() if self.tenant is None else table.c.tenant == self.tenant
-
     def collect(self) -> Iterator[Metric]:
         """Yield every metric family."""
         store, now = self.store, time.time()
-        with store.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(
-                    runs.c.run_id,
-                    runs.c.agent,
-                    runs.c.status,
-                    runs.c.steps,
-                    runs.c.usage,
-                    runs.c.created_at,
-                    runs.c.updated_at,
-                ).where(self._where(runs))
-            ).all()
-            pending = conn.execute(
-                sa.select(approvals.c.tool, runs.c.agent, sa.func.count())
-                .join(runs, runs.c.run_id == approvals.c.run_id)
-                .where(approvals.c.status == "pending", self._where(runs))
-                .group_by(approvals.c.tool, runs.c.agent)
-            ).all()
-            decided = conn.execute(
-                sa.select(runs.c.agent, approvals.c.status, approvals.c.requested_at, approvals.c.decided_at)
-                .join(runs, runs.c.run_id == approvals.c.run_id)
-                .where(approvals.c.status != "pending", approvals.c.decided_at.is_not(None), self._where(runs))
-            ).all()
-            ratings = conn.execute(
-                sa.select(feedback.c.agent, feedback.c.thumbs, feedback.c.satisfaction).where(self._where(feedback))
-            ).all()
+        stats = run_stats(store.engine, self.tenant)
 
         by_status: dict[tuple[str, str], int] = defaultdict(int)
         started: dict[str, int] = defaultdict(int)
@@ -142,18 +115,18 @@ class RunMetricsCollector:
         tokens: dict[tuple[str, str], int] = defaultdict(int)
         cost: dict[str, float] = defaultdict(float)
         agent_of: dict[str, str] = {}
-        for run_id, agent, status, n_steps, usage, created, updated in rows:
-            agent_of[run_id] = agent
+        for run in stats.runs:
+            agent, status = run.agent, run.status
+            agent_of[run.run_id] = agent
             by_status[(agent, status)] += 1
             started[agent] += 1
-            use = json.loads(usage or "{}")
-            tokens[(agent, "input")] += int(use.get("input_tokens") or 0)
-            tokens[(agent, "output")] += int(use.get("output_tokens") or 0)
-            cost[agent] += float(use.get("cost_usd") or 0.0)
+            tokens[(agent, "input")] += run.input_tokens
+            tokens[(agent, "output")] += run.output_tokens
+            cost[agent] += run.cost_usd
             if status in FINISHED:
                 finished[agent][status] += 1
-                steps_of[(agent,)].append(float(n_steps or 0))
-                seconds_of[(agent, status)].append(max(0.0, float(updated) - float(created)))
+                steps_of[(agent,)].append(float(run.steps))
+                seconds_of[(agent, status)].append(max(0.0, run.updated_at - run.created_at))
 
         family = GaugeMetricFamily("keel_runs", "Runs by agent and current status.", labels=["agent", "status"])
         for (agent, status), count in sorted(by_status.items()):
@@ -192,7 +165,7 @@ class RunMetricsCollector:
             usd.add_metric([agent], value)
         yield usd
 
-        calls = _TOOLS.of(store, [(run_id, status in FINISHED) for run_id, _, status, *_ in rows])
+        calls = _TOOLS.of(store, [(run.run_id, run.status in FINISHED) for run in stats.runs])
         outcomes: dict[tuple[str, str, str], int] = defaultdict(int)
         model_seconds: dict[tuple[str, ...], list[float]] = defaultdict(list)
         tool_seconds: dict[tuple[str, ...], list[float]] = defaultdict(list)
@@ -220,12 +193,12 @@ class RunMetricsCollector:
         waiting = GaugeMetricFamily(
             "keel_approvals_pending", "Requests waiting for a person.", labels=["agent", "tool"]
         )
-        for tool, agent, count in sorted(pending, key=lambda r: (r[1], r[0] or "")):
-            waiting.add_metric([agent, tool or ""], count)
+        for waits in sorted(stats.pending, key=lambda r: (r.agent, r.tool or "")):
+            waiting.add_metric([waits.agent, waits.tool or ""], waits.count)
         yield waiting
         decision: dict[tuple[str, ...], list[float]] = defaultdict(list)
-        for agent, status, requested, decided_at in decided:
-            decision[(agent, status)].append(max(0.0, float(decided_at) - float(requested)))
+        for request in stats.decided:
+            decision[(request.agent, request.status)].append(max(0.0, request.decided_at - request.requested_at))
         yield _histogram(
             "keel_approval_decision_seconds",
             "Time from a request to a person's decision, by outcome.",
@@ -235,9 +208,9 @@ class RunMetricsCollector:
         )
         thumbs: dict[tuple[str, str], int] = defaultdict(int)
         scores: dict[tuple[str, ...], list[float]] = defaultdict(list)
-        for agent, thumb, value in ratings:
-            thumbs[(agent, thumb or "none")] += 1
-            scores[(agent,)].append(float(value))
+        for rating in stats.ratings:
+            thumbs[(rating.agent, rating.thumbs or "none")] += 1
+            scores[(rating.agent,)].append(rating.satisfaction)
         fb = CounterMetricFamily(
             "keel_feedback", "Feedback given, by thumbs (up, down, none).", labels=["agent", "thumbs"]
         )
@@ -266,17 +239,8 @@ def timeseries(store: Store, tenant: str | None, *, hours: float = 24.0, buckets
     now = time.time()
     start = now - hours * 3600
     width = (now - start) / buckets
-    where = [runs.c.updated_at >= start, runs.c.status.in_(FINISHED)]
-    if tenant is not None:
-        where.append(runs.c.tenant == tenant)
-    fb_where = [feedback.c.created_at >= start]
-    if tenant is not None:
-        fb_where.append(feedback.c.tenant == tenant)
-    with store.engine.connect() as conn:
-        finished = conn.execute(
-            sa.select(runs.c.status, runs.c.steps, runs.c.usage, runs.c.updated_at).where(*where)
-        ).all()
-        rated = conn.execute(sa.select(feedback.c.satisfaction, feedback.c.created_at).where(*fb_where)).all()
+    finished = finished_runs(store.engine, start, tenant=tenant)
+    rated = ratings(store.engine, tenant, start)
     series: list[dict[str, Any]] = [
         {
             "start": start + i * width,
@@ -289,15 +253,15 @@ def timeseries(store: Store, tenant: str | None, *, hours: float = 24.0, buckets
         }
         for i in range(buckets)
     ]
-    for status, n_steps, usage, updated in finished:
-        cell = series[min(buckets - 1, int((float(updated) - start) // width))]
+    for run in finished:
+        cell = series[min(buckets - 1, int((run.updated_at - start) // width))]
         cell["runs"] += 1
-        cell["done"] += status == "done"
-        cell["failed"] += status == "failed"
-        cell["steps"] += float(n_steps or 0)
-        cell["cost"] += float(json.loads(usage or "{}").get("cost_usd") or 0.0)
-    for value, created in rated:
-        series[min(buckets - 1, int((float(created) - start) // width))]["sat"].append(float(value))
+        cell["done"] += run.status == "done"
+        cell["failed"] += run.status == "failed"
+        cell["steps"] += float(run.steps)
+        cell["cost"] += run.cost_usd
+    for rating in rated:
+        series[min(buckets - 1, int((rating.created_at - start) // width))]["sat"].append(rating.satisfaction)
     points = []
     for cell in series:
         n = cell["runs"]

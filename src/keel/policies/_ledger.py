@@ -1,115 +1,27 @@
-"""Shared counters in the keel database: spend per day, requests and tokens per minute.
+"""Shared counters: spend per day, requests and tokens per minute.
 
-Every process that runs runs of one database shares them. A reservation is one conditional
-``UPDATE ... WHERE used + amount <= cap`` per scope, all scopes in one transaction, so two workers
-can never both take the last of a cap: PostgreSQL re-checks the condition on the locked row, and
-SQLite serialises writers.
+Every process that runs runs of one database shares them: `Ledger` keeps them in the keel database
+(``keel_counters``, declared and migrated in `keel.storage`), `RedisLedger` in Redis. A reservation takes
+every scope or none, so two workers can never both take the last of a cap.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-
 from ..exceptions import ConfigError
+from ..storage import Counters
 
-__all__ = ["Ledger", "RedisLedger", "counters"]
-
-_meta = sa.MetaData()
-
-counters = sa.Table(
-    "keel_counters",
-    _meta,
-    sa.Column("scope", sa.String(200), primary_key=True),
-    sa.Column("window", sa.String(32), primary_key=True),
-    sa.Column("used", sa.Float, nullable=False, default=0.0),
-    sa.Column("updated_at", sa.Float, nullable=False),
-)
-
-_TAKE = (
-    counters.update()
-    .where(
-        counters.c.scope == sa.bindparam("p_scope"),
-        counters.c.window == sa.bindparam("p_window"),
-        counters.c.used + sa.bindparam("p_amount") <= sa.bindparam("p_cap"),
-    )
-    .values(used=counters.c.used + sa.bindparam("p_amount"), updated_at=sa.bindparam("p_now"))
-)
-_ADJUST = (
-    counters.update()
-    .where(counters.c.scope == sa.bindparam("p_scope"), counters.c.window == sa.bindparam("p_window"))
-    .values(used=counters.c.used + sa.bindparam("p_amount"), updated_at=sa.bindparam("p_now"))
-)
+__all__ = ["Ledger", "RedisLedger"]
 
 
-class Ledger:
+class Ledger(Counters):
     """Counters in one database, shared by every process that opens it.
 
     Args:
         url: the keel database URL (SQLite or PostgreSQL); its migrations are applied.
     """
-
-    _open: dict[str, Ledger] = {}
-    _lock = threading.Lock()
-
-    def __init__(self, url: str) -> None:
-        from ..durable import Store, make_engine
-
-        self.url = url
-        self.engine = make_engine(url)
-        Store(self.engine).migrate()
-        dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-        self._ensure = insert(counters).on_conflict_do_nothing()
-
-    @classmethod
-    def for_url(cls, url: str) -> Ledger:
-        """The process's ledger on `url` (one engine per database)."""
-        with cls._lock:
-            ledger = cls._open.get(url)
-            if ledger is None:
-                ledger = cls._open[url] = cls(url)
-            return ledger
-
-    def take(
-        self, window: str, amount: float, caps: Sequence[tuple[str, float]], amounts: Sequence[float] | None = None
-    ) -> str | None:
-        """Add `amount` (or each scope's entry of `amounts`) to each scope's counter unless one goes over.
-
-        Returns:
-            None when taken; else the first scope that would go over (nothing is taken then).
-        """
-        now = time.time()
-        each = list(amounts) if amounts is not None else [amount] * len(caps)
-        with self.engine.begin() as conn:
-            for (scope, cap), value in zip(caps, each, strict=True):
-                conn.execute(self._ensure, {"scope": scope, "window": window, "used": 0.0, "updated_at": now})
-                done = conn.execute(
-                    _TAKE, {"p_scope": scope, "p_window": window, "p_amount": value, "p_cap": cap, "p_now": now}
-                )
-                if done.rowcount != 1:
-                    conn.rollback()
-                    return scope
-        return None
-
-    def adjust(self, window: str, amount: float, scopes: Sequence[str]) -> None:
-        """Add `amount` (negative to give back) to each scope's counter in `window`."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            for scope in scopes:
-                conn.execute(_ADJUST, {"p_scope": scope, "p_window": window, "p_amount": amount, "p_now": now})
-
-    def used(self, scope: str, window: str) -> float:
-        """The counter's value (0 when never touched)."""
-        query = sa.select(counters.c.used).where(counters.c.scope == scope, counters.c.window == window)
-        with self.engine.connect() as conn:
-            return float(conn.execute(query).scalar() or 0.0)
 
 
 _TAKE_LUA = """

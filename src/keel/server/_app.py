@@ -261,11 +261,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.get("/readyz", tags=["health"], response_class=PlainTextResponse, responses={503: {"model": ErrorOut}})
     def readyz() -> Response:
         """The database answers and runs can be started."""
-        import sqlalchemy as sa
-
         try:
-            with engine().engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            engine().store.ping()
         except Exception as exc:
             return _error(503, "not_ready", f"the database does not answer: {type(exc).__name__}")
         return PlainTextResponse("ready")
@@ -565,15 +562,7 @@ async def _sse(watch: RunWatch, store: Any, run_id: str, after: int) -> AsyncIte
 
 def _agents_of(store: Any, found: list[Approval]) -> list[str | None]:
     """The agent of each approval's run, in one query."""
-    import sqlalchemy as sa
-
-    from ..durable._store import runs
-
-    ids = sorted({a.run_id for a in found})
-    names: dict[str, str] = {}
-    with store.engine.connect() as conn:
-        for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
-            names.update(conn.execute(sa.select(runs.c.run_id, runs.c.agent).where(runs.c.run_id.in_(chunk))).all())
+    names = store.agents_of([a.run_id for a in found])
     return [names.get(a.run_id) for a in found]
 
 

@@ -83,9 +83,8 @@ def serve(
         launched.wait()
     if failures:
         raise ConfigError(f"the worker could not start: {failures[0]}") from failures[0]
-    from ..durable._engine import make_engine
-    from ..durable._store import Store
     from ..observe.anomaly import DatabaseAlerts, WindowWatcher, default_sinks
+    from ..storage import Store, make_engine
 
     # the console shows the alerts of every process on the database, whether or not this one detects
     config.alerts = config.alerts or DatabaseAlerts(Store(make_engine(config.database_url)))
