@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from keel import Runtime
-from keel._cli_runs import parse_duration
 from keel.cli import app
+from keel.cli._runs import parse_duration
 from keel.exceptions import UsageError
 
 AGENT_FILE = '''

@@ -15,8 +15,10 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from ._cli_approvals import approvals_view, decide_commands, print_decided, print_next_steps
-from ._cli_common import (
+from .._runtime import Runtime
+from ..exceptions import UsageError
+from ._approvals import approvals_view, decide_commands, print_decided, print_next_steps
+from ._common import (
     LiveView,
     clip,
     console,
@@ -30,11 +32,9 @@ from ._cli_common import (
     user_name,
     when,
 )
-from ._runtime import Runtime
-from .exceptions import UsageError
 
 if TYPE_CHECKING:
-    from .durable import RunRecord
+    from ..durable import RunRecord
 
 __all__ = ["parse_duration", "runs_app"]
 

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._cli_common import console, exits, fail_input, load_target
-from ._runtime import Runtime
-from .exceptions import ConfigError, UsageError
+from .._runtime import Runtime
+from ..exceptions import ConfigError, UsageError
+from ._common import console, exits, fail_input, load_target
 
 if TYPE_CHECKING:
-    from .agent import Agent
-    from .durable import DurableEngine
+    from ..agent import Agent
+    from ..durable import DurableEngine
 
 __all__ = ["worker"]
 
@@ -25,7 +25,7 @@ DbOption = Annotated[str | None, typer.Option("--db", help="database URL (defaul
 
 
 def _default_worker_id() -> str:
-    from .config import settings
+    from ..config import settings
 
     return settings().worker_id or f"worker-{socket.gethostname()}"
 
@@ -36,7 +36,7 @@ def _safe_url(url: str) -> str:
 
 def _serve(url: str, agents: list[Agent], worker_id: str, concurrency: int) -> None:
     """Run the worker on a thread until SIGINT or SIGTERM; the main thread only waits and handles signals."""
-    from .durable import run_worker
+    from ..durable import run_worker
 
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -105,7 +105,7 @@ def worker(
                     "name, so give each agent a distinct name"
                 )
             seen[agent.name] = target
-        from .config import settings
+        from ..config import settings
 
         url = db or settings().database_url
         if url == "memory":
@@ -127,10 +127,10 @@ def _tracing(trace: str | None) -> Any:
     if trace is None:
         return None
     try:
-        from .observe.tracing import RunTracer, configure_tracing
+        from ..observe.tracing import RunTracer, configure_tracing
     except ImportError as exc:
         raise ConfigError(f"--trace needs the otel extra: pip install 'keel[otel]' ({exc})") from None
-    from .durable import add_observer
+    from ..durable import add_observer
 
     provider = configure_tracing("console" if trace == "console" else "otlp")
     add_observer(RunTracer(provider))

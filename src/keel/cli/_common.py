@@ -18,12 +18,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .agent import Agent
-from .exceptions import ConfigError, KeelError, UsageError
-from .messages import RunEvent
+from ..agent import Agent
+from ..exceptions import ConfigError, KeelError, UsageError
+from ..messages import RunEvent
 
 if TYPE_CHECKING:
-    from ._loop import RunResult
+    from .._loop import RunResult
 
 console = Console(stderr=True, highlight=False)
 """Progress, tables for people and errors: standard error."""

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ._cli_common import console, exits, fail_input, load_target, out, print_json, user_name
-from .exceptions import ConfigError, UsageError
+from ..exceptions import ConfigError, UsageError
+from ._common import console, exits, fail_input, load_target, out, print_json, user_name
 
 __all__ = ["keys_app", "runs_feedback", "serve"]
 
@@ -19,7 +19,7 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP service:
 
 
 def _url(db: str | None) -> str:
-    from .config import settings
+    from ..config import settings
 
     url = db or settings().database_url
     if url == "memory":
@@ -36,9 +36,9 @@ def _store(db: str | None, *, create: bool = False) -> Any:
     """
     import sqlalchemy as sa
 
-    from ._runtime import check_database
-    from .durable._engine import make_engine
-    from .durable._store import Store
+    from .._runtime import check_database
+    from ..durable._engine import make_engine
+    from ..durable._store import Store
 
     check_database(_url(db), create=create)
     store = Store(make_engine(_url(db)))
@@ -57,7 +57,7 @@ def keys_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an API key for a tenant; its secret is printed once and stored only as a hash."""
-    from .server._keys import create_key
+    from ..server._keys import create_key
 
     with exits():
         store = _store(db, create=True)
@@ -76,7 +76,7 @@ def keys_list(
     as_json: JsonOption = False,
 ) -> None:
     """List API keys (never their secrets)."""
-    from .server._keys import list_keys
+    from ..server._keys import list_keys
 
     with exits():
         keys = list_keys(_store(db).engine, tenant)
@@ -91,7 +91,7 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id")], db: DbOption = None) -> None:
     """Revoke an API key."""
-    from .server._keys import revoke_key
+    from ..server._keys import revoke_key
 
     with exits():
         revoke_key(_store(db).engine, key_id)
@@ -107,7 +107,7 @@ def runs_feedback(
     as_json: JsonOption = False,
 ) -> None:
     """Record a user's satisfaction with a run: thumbs, a score, or both, and a comment."""
-    from .observe.feedback import record_feedback
+    from ..observe.feedback import record_feedback
 
     with exits():
         item = record_feedback(_store(db), run_id, thumbs=thumbs, score=score, comment=comment, by=user_name())
@@ -149,12 +149,12 @@ def serve(
         raise fail_input(f"--trace must be 'console' or 'otlp', got {trace!r}")
     with exits():
         try:
-            from .server import ServiceConfig
-            from .server import serve as run_service
-            from .server._serve import agents_by_name
+            from ..server import ServiceConfig
+            from ..server import serve as run_service
+            from ..server._serve import agents_by_name
         except ImportError as exc:
             raise ConfigError(f"`keel serve` needs the server extra: pip install 'keel[server]' ({exc})") from None
-        from ._cli_worker import _default_worker_id
+        from ._worker import _default_worker_id
 
         agents = agents_by_name([load_target(t) for t in targets], targets)
         url = _url(db)

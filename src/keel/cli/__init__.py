@@ -3,8 +3,9 @@
 Exit codes: 0 done or ok, 1 failed, 2 bad input (an unknown id, a run in the wrong state, a malformed
 option), 3 waiting for approval or attention (commands that run or resume a run).
 
-The commands live in ``_cli_runs`` (``keel runs``), ``_cli_approvals`` (``keel approvals``),
-``_cli_worker`` (``keel worker``) and ``_cli_mcp`` (``keel mcp``); what they share is in ``_cli_common``.
+The commands live in ``_runs`` (``keel runs``), ``_approvals`` (``keel approvals``),
+``_worker`` (``keel worker``), ``_serve`` (``keel serve``, ``keel keys``), ``_eval`` (``keel eval``) and ``_mcp``
+(``keel mcp``); what they share is in ``_common``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from . import Agent, Runtime
-from ._cli_approvals import approvals_app, print_next_steps
-from ._cli_common import (
+from .. import Agent, Runtime
+from .._loop import RunResult
+from ..exceptions import ConfigError, KeelError, UsageError
+from ..models import resolve_model
+from ._approvals import approvals_app, print_next_steps
+from ._common import (
     BAD_INPUT,
     EXIT_CODES,
     LiveView,
@@ -30,14 +34,11 @@ from ._cli_common import (
     out,
     print_result,
 )
-from ._cli_eval import eval_command
-from ._cli_mcp import mcp_app
-from ._cli_runs import runs_app
-from ._cli_serve import keys_app, runs_feedback, serve
-from ._cli_worker import worker
-from ._loop import RunResult
-from .exceptions import ConfigError, KeelError, UsageError
-from .models import resolve_model
+from ._eval import eval_command
+from ._mcp import mcp_app
+from ._runs import runs_app
+from ._serve import keys_app, runs_feedback, serve
+from ._worker import worker
 
 __all__ = ["BAD_INPUT", "EXIT_CODES", "LiveView", "app", "fail_input", "load_target", "main"]
 
@@ -80,7 +81,7 @@ def run(
 def _demo_target() -> Path:
     candidates = [
         Path.cwd() / "examples" / "support" / "agent.py",
-        Path(__file__).resolve().parents[2] / "examples" / "support" / "agent.py",
+        Path(__file__).resolve().parents[3] / "examples" / "support" / "agent.py",
     ]
     for path in candidates:
         if path.is_file():
@@ -134,7 +135,3 @@ app.command(name="eval")(eval_command)
 def main() -> None:
     """Entry point of the ``keel`` command."""
     app()
-
-
-if __name__ == "__main__":
-    main()
