@@ -267,3 +267,21 @@ def test_durations() -> None:
     for bad in ("", "30", "d", "-1d", "1w", "1 d x"):
         with pytest.raises(UsageError, match="90s, 15m, 12h, 30d"):
             parse_duration(bad)
+
+
+def test_each_command_group_lives_in_its_own_module() -> None:
+    import typer.main
+
+    command = typer.main.get_command(app)
+    assert isinstance(command, typer.main.TyperGroup)
+    homes: dict[str, set[str]] = {}
+    for name, sub in command.commands.items():
+        callbacks = [sub.callback] if not isinstance(sub, typer.main.TyperGroup) else []
+        if isinstance(sub, typer.main.TyperGroup):
+            callbacks = [c.callback for c in sub.commands.values()]
+        homes[name] = {c.__module__ for c in callbacks if c is not None}
+    expected = {
+        "run": "_run", "demo": "_demo", "runs": "_runs", "approvals": "_approvals", "mcp": "_mcp",
+        "worker": "_worker", "serve": "_serve", "keys": "_keys", "eval": "_eval",
+    }  # fmt: skip
+    assert homes == {name: {f"keel.cli.{module}"} for name, module in expected.items()}

@@ -199,3 +199,39 @@ def print_result(result: RunResult, as_json: bool) -> int:
 def db_flag(db: str | None) -> str:
     """The ``--db`` option to repeat in a suggested command, or nothing for the default database."""
     return f" --db {db}" if db else ""
+
+
+def database_url(db: str | None) -> str:
+    """The database URL of a command that needs a real database (``--db`` or ``KEEL_DATABASE_URL``).
+
+    Raises:
+        UsageError: the URL is ``memory``.
+    """
+    from ..config import settings
+
+    url = db or settings().database_url
+    if url == "memory":
+        raise UsageError(
+            "API keys and feedback live in a database; give --db sqlite:///path/to/keel.db or postgresql://"
+        )
+    return url
+
+
+def open_store(db: str | None, *, create: bool = False) -> Any:
+    """Keel's tables on the database, migrated, without starting the durable engine.
+
+    A missing database is created only with `create` (by the commands that write one).
+    """
+    import sqlalchemy as sa
+
+    from .._runtime import check_database
+    from ..durable._engine import make_engine
+    from ..durable._store import Store
+
+    check_database(database_url(db), create=create)
+    store = Store(make_engine(database_url(db)))
+    try:
+        store.migrate()
+    except sa.exc.SQLAlchemyError as exc:
+        raise ConfigError(f"cannot open database {database_url(db)!r}: {type(exc).__name__}; check the URL") from exc
+    return store

@@ -1,120 +1,17 @@
-"""``keel serve`` (the API, console and a worker), ``keel keys`` (API keys) and ``keel runs feedback``."""
+"""``keel serve``: the HTTP API, the web console and a worker for the given agents."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from ..exceptions import ConfigError, UsageError
-from ._common import console, exits, fail_input, load_target, out, print_json, user_name
+from ..exceptions import ConfigError
+from ._common import console, database_url, exits, fail_input, load_target, open_store
 
-__all__ = ["keys_app", "runs_feedback", "serve"]
+__all__ = ["serve"]
 
 DbOption = Annotated[str | None, typer.Option("--db", help="database URL (default KEEL_DATABASE_URL)")]
-JsonOption = Annotated[bool, typer.Option("--json", help="print plain JSON on standard output")]
-
-keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP service: create, list, revoke.")
-
-
-def _url(db: str | None) -> str:
-    from ..config import settings
-
-    url = db or settings().database_url
-    if url == "memory":
-        raise UsageError(
-            "API keys and feedback live in a database; give --db sqlite:///path/to/keel.db or postgresql://"
-        )
-    return url
-
-
-def _store(db: str | None, *, create: bool = False) -> Any:
-    """Keel's tables on the database, migrated, without starting the durable engine.
-
-    A missing database is created only with `create` (by the commands that write one).
-    """
-    import sqlalchemy as sa
-
-    from .._runtime import check_database
-    from ..durable._engine import make_engine
-    from ..durable._store import Store
-
-    check_database(_url(db), create=create)
-    store = Store(make_engine(_url(db)))
-    try:
-        store.migrate()
-    except sa.exc.SQLAlchemyError as exc:
-        raise ConfigError(f"cannot open database {_url(db)!r}: {type(exc).__name__}; check the URL") from exc
-    return store
-
-
-@keys_app.command("create")
-def keys_create(
-    tenant: Annotated[str, typer.Option("--tenant", help="the tenant whose runs the key sees")],
-    name: Annotated[str | None, typer.Option("--name", help="a label for people")] = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Create an API key for a tenant; its secret is printed once and stored only as a hash."""
-    from ..server._keys import create_key
-
-    with exits():
-        store = _store(db, create=True)
-        key, secret = create_key(store.engine, tenant, name)
-    if as_json:
-        print_json({"key_id": key.key_id, "tenant": key.tenant, "name": key.name, "key": secret})
-        return
-    console.print(f"API key {key.key_id} for tenant [bold]{escape(tenant)}[/] (shown once; keep it secret):")
-    out.print(secret)
-
-
-@keys_app.command("list")
-def keys_list(
-    tenant: Annotated[str | None, typer.Option("--tenant", help="only this tenant's keys")] = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """List API keys (never their secrets)."""
-    from ..server._keys import list_keys
-
-    with exits():
-        keys = list_keys(_store(db).engine, tenant)
-    if as_json:
-        print_json([k.__getstate__() if hasattr(k, "__getstate__") else vars(k) for k in keys])
-        return
-    for key in keys:
-        state = "revoked" if key.revoked_at else "active"
-        out.print(f"{key.key_id}  {escape(key.tenant)}  {state}  {escape(key.name or '')}")
-
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id")], db: DbOption = None) -> None:
-    """Revoke an API key."""
-    from ..server._keys import revoke_key
-
-    with exits():
-        revoke_key(_store(db).engine, key_id)
-    console.print(f"API key {key_id} revoked")
-
-
-def runs_feedback(
-    run_id: Annotated[str, typer.Argument(help="the run (see `keel runs list`)")],
-    thumbs: Annotated[str | None, typer.Option("--thumbs", help="up or down")] = None,
-    score: Annotated[int | None, typer.Option("--score", help="1 (worst) to 5 (best)")] = None,
-    comment: Annotated[str | None, typer.Option("--comment", help="what the user said")] = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Record a user's satisfaction with a run: thumbs, a score, or both, and a comment."""
-    from ..observe.feedback import record_feedback
-
-    with exits():
-        item = record_feedback(_store(db), run_id, thumbs=thumbs, score=score, comment=comment, by=user_name())
-    if as_json:
-        print_json(item.to_dict())
-        return
-    console.print(f"feedback {item.id} on run {run_id}: satisfaction {item.satisfaction:.2f}")
 
 
 def serve(
@@ -154,11 +51,11 @@ def serve(
             from ..server._serve import agents_by_name
         except ImportError as exc:
             raise ConfigError(f"`keel serve` needs the server extra: pip install 'keel[server]' ({exc})") from None
-        from ._worker import _default_worker_id
+        from ._worker import default_worker_id
 
         agents = agents_by_name([load_target(t) for t in targets], targets)
-        url = _url(db)
-        _store(db, create=True)  # reject a bad URL with its name before starting
+        url = database_url(db)
+        open_store(db, create=True)  # reject a bad URL with its name before starting
         config = ServiceConfig(url, agents, max_body_bytes=max_body, rate_per_second=rate, burst=burst)
         names = ", ".join(a.name for a in agents)
 
@@ -173,7 +70,7 @@ def serve(
             config,
             host=host,
             port=port,
-            worker_id=worker_id or _default_worker_id(),
+            worker_id=worker_id or default_worker_id(),
             concurrency=concurrency,
             anomaly_window=anomaly_window,
             webhook=webhook,

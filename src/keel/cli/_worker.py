@@ -19,12 +19,13 @@ if TYPE_CHECKING:
     from ..agent import Agent
     from ..durable import DurableEngine
 
-__all__ = ["worker"]
+__all__ = ["default_worker_id", "worker"]
 
 DbOption = Annotated[str | None, typer.Option("--db", help="database URL (default KEEL_DATABASE_URL)")]
 
 
-def _default_worker_id() -> str:
+def default_worker_id() -> str:
+    """This worker's id: ``KEEL_WORKER_ID``, else ``worker-HOSTNAME``."""
     from ..config import settings
 
     return settings().worker_id or f"worker-{socket.gethostname()}"
@@ -116,7 +117,7 @@ def worker(
         Runtime(url)  # reject a bad URL with its name before starting
         provider = _tracing(trace)
         try:
-            _serve(url, agents, worker_id or _default_worker_id(), concurrency)
+            _serve(url, agents, worker_id or default_worker_id(), concurrency)
         finally:
             if provider is not None:
                 provider.shutdown()  # flushes the spans still batched
