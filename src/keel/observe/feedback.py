@@ -10,7 +10,7 @@ import dataclasses
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -18,8 +18,6 @@ from ..durable._store import Store, feedback
 from ..exceptions import UsageError
 
 __all__ = ["Feedback", "list_feedback", "record_feedback", "satisfaction"]
-
-Thumbs = Literal["up", "down"]
 
 
 @dataclass(frozen=True, slots=True)
