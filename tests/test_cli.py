@@ -285,3 +285,10 @@ def test_each_command_group_lives_in_its_own_module() -> None:
         "worker": "_worker", "serve": "_serve", "keys": "_keys", "eval": "_eval",
     }  # fmt: skip
     assert homes == {name: {f"keel.cli.{module}"} for name, module in expected.items()}
+
+
+def test_the_attention_choice_is_a_resolution_not_a_second_decision() -> None:
+    from keel.cli import _runs
+
+    assert not hasattr(_runs, "Decision")  # keel.policies.Decision is the only Decision
+    assert [r.value for r in _runs.Resolution] == ["retry", "skip", "fail", "continue"]
