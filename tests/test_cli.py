@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from keel import Runtime
-from keel._cli_runs import parse_duration
 from keel.cli import app
+from keel.cli._runs import parse_duration
 from keel.exceptions import UsageError
 
 AGENT_FILE = '''
@@ -267,3 +267,28 @@ def test_durations() -> None:
     for bad in ("", "30", "d", "-1d", "1w", "1 d x"):
         with pytest.raises(UsageError, match="90s, 15m, 12h, 30d"):
             parse_duration(bad)
+
+
+def test_each_command_group_lives_in_its_own_module() -> None:
+    import typer.main
+
+    command = typer.main.get_command(app)
+    assert isinstance(command, typer.main.TyperGroup)
+    homes: dict[str, set[str]] = {}
+    for name, sub in command.commands.items():
+        callbacks = [sub.callback] if not isinstance(sub, typer.main.TyperGroup) else []
+        if isinstance(sub, typer.main.TyperGroup):
+            callbacks = [c.callback for c in sub.commands.values()]
+        homes[name] = {c.__module__ for c in callbacks if c is not None}
+    expected = {
+        "run": "_run", "demo": "_demo", "runs": "_runs", "approvals": "_approvals", "mcp": "_mcp",
+        "worker": "_worker", "serve": "_serve", "keys": "_keys", "eval": "_eval",
+    }  # fmt: skip
+    assert homes == {name: {f"keel.cli.{module}"} for name, module in expected.items()}
+
+
+def test_the_attention_choice_is_a_resolution_not_a_second_decision() -> None:
+    from keel.cli import _runs
+
+    assert not hasattr(_runs, "Decision")  # keel.policies.Decision is the only Decision
+    assert [r.value for r in _runs.Resolution] == ["retry", "skip", "fail", "continue"]

@@ -397,7 +397,7 @@ async def test_the_cli_live_view_shows_the_plan() -> None:
 
     from rich.console import Console
 
-    from keel._cli_common import LiveView
+    from keel.cli._common import LiveView
 
     tools, _ = order_tools(fail_first=1)
     script: list[Any] = [

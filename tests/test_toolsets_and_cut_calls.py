@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from keel import Agent, ConfigError, Runtime, Tool, ToolCall, tool
-from keel._tool_exec import CallInterrupted
+from keel.exceptions import CallInterrupted
 from keel.messages import ToolMessage
 from keel.models import ScriptedModel
 from keel.tools import Toolset

@@ -13,12 +13,15 @@ Example:
     ('done', 'The sum is 3.')
 """
 
+from typing import Any as _Any
+
+from . import exceptions as _exceptions
 from ._loop import RunResult
 from ._runtime import Runtime
 from .agent import Agent
 from .exceptions import (
-    ApprovalRejected,
     BudgetExceeded,
+    CallInterrupted,
     ConfigError,
     Escalate,
     KeelError,
@@ -38,8 +41,8 @@ from .tools import Tool, ToolContext, tool
 
 __all__ = [
     "Agent",
-    "ApprovalRejected",
     "BudgetExceeded",
+    "CallInterrupted",
     "ConfigError",
     "Decision",
     "Escalate",
@@ -67,3 +70,10 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _Any:
+    """Deprecated names (see `keel.exceptions`), still importable with a warning."""
+    if name in _exceptions._DEPRECATED:
+        return getattr(_exceptions, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pydantic
 
-from ._tool_exec import CallInterrupted, ToolCrashed, model_step, tool_step
+from ._tool_exec import ToolCrashed, model_step, tool_step
 from ._validate import validate
+from .exceptions import CallInterrupted
 from .memory._agent import recall_into_context, remember_run_facts
 from .memory.short_term import ShortTermMemory
 from .messages import (

@@ -7,26 +7,17 @@ import functools
 import time
 from typing import Any
 
-from .exceptions import Escalate, NeedsApproval, Retry, ToolError
+from .exceptions import CallInterrupted, Escalate, NeedsApproval, Retry, ToolError
 from .memory.short_term import ShortTermMemory
 from .messages import Message
 from .models._base import Model
 from .tools import Tool, ToolContext
 
-__all__ = ["CallInterrupted", "ToolCrashed", "model_step", "tool_step"]
+__all__ = ["ToolCrashed", "model_step", "tool_step"]
 
 
 class ToolCrashed(Exception):  # noqa: N818 - names what happened
     """A tool raised an unexpected exception; raised out of the step so the outcome is not journaled."""
-
-
-class CallInterrupted(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """A tool's call was cut off after it started (its server went away) and may or may not have taken effect.
-
-    Raised by tools that call remote services they can tell were cut off (MCP tools); the loop treats
-    it like a call whose worker died: it asks a person to retry, skip or fail. Only a guarded tool
-    (side effects, not idempotent) raises it: any other call is simply sent again.
-    """
 
 
 async def model_step(

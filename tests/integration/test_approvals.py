@@ -168,7 +168,7 @@ async def test_an_edit_runs_only_the_arguments_its_hash_was_made_of(database_url
 
 
 async def test_an_interrupted_call_is_shown_with_the_arguments_it_ran_with(database_url: str) -> None:
-    from keel._tool_exec import CallInterrupted
+    from keel.exceptions import CallInterrupted
 
     @tool(side_effects=True)
     def transfer(amount: int) -> str:

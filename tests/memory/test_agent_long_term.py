@@ -236,7 +236,7 @@ def test_the_live_view_shows_recalled_memories(store: SqliteVecStore) -> None:
 
     from rich.console import Console
 
-    from keel._cli_common import LiveView
+    from keel.cli._common import LiveView
 
     buffer = io.StringIO()
     view = LiveView(Console(file=buffer, width=200, color_system=None))

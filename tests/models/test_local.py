@@ -19,7 +19,7 @@ import pytest
 
 from keel.exceptions import ConfigError
 from keel.messages import SystemMessage, UserMessage
-from keel.models import local, resolve_model
+from keel.models import _weights, local, resolve_model
 from keel.models.local import LARGE, SMALL, LocalModel, Part, Weights, ensure_model_file, locate_parts, model_file
 from keel.models.openai import envelope_schema
 from keel.tools import Tool, tool
@@ -59,7 +59,7 @@ def test_later_starts_skip_hashing(tmp_path: Path, parts: list[Part], monkeypatc
     def no_hashing(_: Path) -> str:
         raise AssertionError("hashed again")
 
-    monkeypatch.setattr(local, "_sha256_file", no_hashing)
+    monkeypatch.setattr(_weights, "_sha256_file", no_hashing)
     assert ensure_model_file(fake_weights(), directory=tmp_path, parts=[]) == path
 
 
@@ -346,3 +346,10 @@ async def test_batch_of_requests_is_all_schema_valid(embedded: LocalModel) -> No
     for reply in replies:
         check_valid(reply, tools)
     assert len(local._servers) == 1
+
+
+def test_the_weights_live_in_their_own_module_and_stay_importable_from_local() -> None:
+    assert not hasattr(local, "_sha256_file")  # assembly and verification are not the model's
+    for name in ("LARGE", "SMALL", "Part", "Weights", "assemble", "data_dir", "ensure_model_file", "model_file"):
+        assert getattr(local, name) is getattr(_weights, name)
+        assert name in local.__all__

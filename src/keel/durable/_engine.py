@@ -59,7 +59,6 @@ ORPHAN_AFTER_SECONDS = 2 * HEARTBEAT_SECONDS
 DEAD_AFTER_SECONDS = 30.0
 
 _AGENTS: dict[str, Agent] = {}
-_LIVE: dict[str, Callable[[RunEvent], None]] = {}
 
 
 _OBSERVERS: list[Callable[[RunEvent], None]] = []
@@ -157,7 +156,7 @@ async def carry(
 @DBOS.workflow(name="keel.segment")
 async def _segment(run_id: str, segment: int) -> dict[str, Any]:
     """A segment taken from the queue by a worker."""
-    summary, _ = await carry(run_id, segment, _observed(_LIVE.get(run_id, _noop)))
+    summary, _ = await carry(run_id, segment, _observed(_noop))
     return summary
 
 

@@ -11,8 +11,8 @@ import pydantic
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
-from .._tool_exec import CallInterrupted, ToolCrashed, tool_step
-from ..exceptions import ConfigError, KeelError
+from .._tool_exec import ToolCrashed, tool_step
+from ..exceptions import CallInterrupted, ConfigError, KeelError
 from ..tools import Tool, ToolArgumentsError, ToolContext
 
 if TYPE_CHECKING:

@@ -21,8 +21,7 @@ from jsonschema.validators import validator_for
 from mcp import Client, MCPError
 from referencing import Registry
 
-from .._tool_exec import CallInterrupted
-from ..exceptions import ConfigError, Escalate, ToolError
+from ..exceptions import CallInterrupted, ConfigError, Escalate, ToolError
 from ..tools import TOOL_NAME, Tool, ToolArgumentsError, ToolContext
 from ._connection import (
     CallLost,

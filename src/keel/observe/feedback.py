@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Literal
 
 from ..exceptions import UsageError
 from ..storage import Feedback, Store, insert_feedback, select_feedback
 
 __all__ = ["Feedback", "list_feedback", "record_feedback", "satisfaction"]
-
-Thumbs = Literal["up", "down"]
 
 
 def satisfaction(thumbs: str | None, score: int | None) -> float:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
-from typing import Any
 
 from ..exceptions import ConfigError
 from ._injection import NEGATABLE, PATTERNS, negated, readings
@@ -303,16 +302,3 @@ def describe(findings: Iterable[Finding]) -> str:
         label = f.detail if f.kind in ("secret", "injection", "national_id") and f.detail else f.kind
         counts[label] = counts.get(label, 0) + 1
     return ", ".join(f"{n} {label}" for label, n in counts.items())
-
-
-def as_findings(value: Any, kind: str) -> list[Finding]:
-    """Normalise what a custom check returned: None/False (clean), True, a string, or findings."""
-    if value is None or value is False:
-        return []
-    if value is True:
-        return [Finding(kind, 0, 0, kind)]
-    if isinstance(value, str):
-        return [Finding(kind, 0, 0, value)]
-    if isinstance(value, Finding):
-        return [value]
-    return [v for v in value if isinstance(v, Finding)]

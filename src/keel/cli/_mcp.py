@@ -7,7 +7,7 @@ from typing import Annotated, Literal, cast
 
 import typer
 
-from ._cli_common import console, exits, fail_input, load_target
+from ._common import console, exits, fail_input, load_target
 
 __all__ = ["mcp_app"]
 
@@ -39,8 +39,8 @@ def serve(
     if expose not in EXPOSE:
         raise fail_input(f"--expose must be one of {', '.join(EXPOSE)}, got {expose!r}")
     with exits():
-        from . import Runtime
-        from .mcp import serve as serve_mcp
+        from .. import Runtime
+        from ..mcp import serve as serve_mcp
 
         agent = load_target(target)
         runtime = Runtime(db)

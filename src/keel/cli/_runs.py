@@ -1,4 +1,4 @@
-"""``keel runs``: list, show, resume, cancel, fork, prune and resolve durable runs."""
+"""``keel runs``: list, show, resume, cancel, fork, prune and resolve durable runs, and record feedback on them."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from ._cli_approvals import approvals_view, decide_commands, print_decided, print_next_steps
-from ._cli_common import (
+from .._runtime import Runtime
+from ..exceptions import UsageError
+from ._approvals import approvals_view, decide_commands, print_decided, print_next_steps
+from ._common import (
     LiveView,
     clip,
     console,
@@ -24,17 +26,16 @@ from ._cli_common import (
     exits,
     fail_input,
     load_target,
+    open_store,
     out,
     print_json,
     print_result,
     user_name,
     when,
 )
-from ._runtime import Runtime
-from .exceptions import UsageError
 
 if TYPE_CHECKING:
-    from .durable import RunRecord
+    from ..durable import RunRecord
 
 __all__ = ["parse_duration", "runs_app"]
 
@@ -318,8 +319,8 @@ def prune(
         out.print(f"pruned {len(removed)} finished run(s) not updated for {older_than.strip()}")
 
 
-class Decision(enum.StrEnum):
-    """What to do with a run that needs attention."""
+class Resolution(enum.StrEnum):
+    """How a person resolves a run that needs attention (the argument of ``keel runs resolve``)."""
 
     retry = "retry"
     skip = "skip"
@@ -331,7 +332,7 @@ class Decision(enum.StrEnum):
 def resolve(
     approval_id: Annotated[str, typer.Argument(help="the request (see `keel approvals list`)")],
     decision: Annotated[
-        Decision,
+        Resolution,
         typer.Argument(
             help="interrupted call: retry, skip (with --result) or fail; pause: continue (model sees --note) or fail"
         ),
@@ -347,3 +348,23 @@ def resolve(
         runtime = Runtime(db, create=False)
         decided = runtime.resolve(approval_id, decision.value, by=by or user_name(), note=note, result=result)
         print_decided(decided, runtime, db, as_json)
+
+
+@runs_app.command("feedback")
+def runs_feedback(
+    run_id: Annotated[str, typer.Argument(help="the run (see `keel runs list`)")],
+    thumbs: Annotated[str | None, typer.Option("--thumbs", help="up or down")] = None,
+    score: Annotated[int | None, typer.Option("--score", help="1 (worst) to 5 (best)")] = None,
+    comment: Annotated[str | None, typer.Option("--comment", help="what the user said")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record a user's satisfaction with a run: thumbs, a score, or both, and a comment."""
+    from ..observe.feedback import record_feedback
+
+    with exits():
+        item = record_feedback(open_store(db), run_id, thumbs=thumbs, score=score, comment=comment, by=user_name())
+    if as_json:
+        print_json(item.to_dict())
+        return
+    console.print(f"feedback {item.id} on run {run_id}: satisfaction {item.satisfaction:.2f}")

@@ -18,12 +18,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .agent import Agent
-from .exceptions import ConfigError, KeelError, UsageError
-from .messages import RunEvent
+from ..agent import Agent
+from ..exceptions import ConfigError, KeelError, UsageError
+from ..messages import RunEvent
 
 if TYPE_CHECKING:
-    from ._loop import RunResult
+    from .._loop import RunResult
 
 console = Console(stderr=True, highlight=False)
 """Progress, tables for people and errors: standard error."""
@@ -199,3 +199,38 @@ def print_result(result: RunResult, as_json: bool) -> int:
 def db_flag(db: str | None) -> str:
     """The ``--db`` option to repeat in a suggested command, or nothing for the default database."""
     return f" --db {db}" if db else ""
+
+
+def database_url(db: str | None) -> str:
+    """The database URL of a command that needs a real database (``--db`` or ``KEEL_DATABASE_URL``).
+
+    Raises:
+        UsageError: the URL is ``memory``.
+    """
+    from ..config import settings
+
+    url = db or settings().database_url
+    if url == "memory":
+        raise UsageError(
+            "API keys and feedback live in a database; give --db sqlite:///path/to/keel.db or postgresql://"
+        )
+    return url
+
+
+def open_store(db: str | None, *, create: bool = False) -> Any:
+    """Keel's tables on the database, migrated, without starting the durable engine.
+
+    A missing database is created only with `create` (by the commands that write one).
+    """
+    import sqlalchemy as sa
+
+    from .._runtime import check_database
+    from ..storage import Store, make_engine
+
+    check_database(database_url(db), create=create)
+    store = Store(make_engine(database_url(db)))
+    try:
+        store.migrate()
+    except sa.exc.SQLAlchemyError as exc:
+        raise ConfigError(f"cannot open database {database_url(db)!r}: {type(exc).__name__}; check the URL") from exc
+    return store

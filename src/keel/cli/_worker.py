@@ -11,21 +11,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._cli_common import console, exits, fail_input, load_target
-from ._runtime import Runtime
-from .exceptions import ConfigError, UsageError
+from .._runtime import Runtime
+from ..exceptions import ConfigError, UsageError
+from ._common import console, exits, fail_input, load_target
 
 if TYPE_CHECKING:
-    from .agent import Agent
-    from .durable import DurableEngine
+    from ..agent import Agent
+    from ..durable import DurableEngine
 
-__all__ = ["worker"]
+__all__ = ["default_worker_id", "worker"]
 
 DbOption = Annotated[str | None, typer.Option("--db", help="database URL (default KEEL_DATABASE_URL)")]
 
 
-def _default_worker_id() -> str:
-    from .config import settings
+def default_worker_id() -> str:
+    """This worker's id: ``KEEL_WORKER_ID``, else ``worker-HOSTNAME``."""
+    from ..config import settings
 
     return settings().worker_id or f"worker-{socket.gethostname()}"
 
@@ -36,7 +37,7 @@ def _safe_url(url: str) -> str:
 
 def _serve(url: str, agents: list[Agent], worker_id: str, concurrency: int) -> None:
     """Run the worker on a thread until SIGINT or SIGTERM; the main thread only waits and handles signals."""
-    from .durable import run_worker
+    from ..durable import run_worker
 
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -105,7 +106,7 @@ def worker(
                     "name, so give each agent a distinct name"
                 )
             seen[agent.name] = target
-        from .config import settings
+        from ..config import settings
 
         url = db or settings().database_url
         if url == "memory":
@@ -116,7 +117,7 @@ def worker(
         Runtime(url)  # reject a bad URL with its name before starting
         provider = _tracing(trace)
         try:
-            _serve(url, agents, worker_id or _default_worker_id(), concurrency)
+            _serve(url, agents, worker_id or default_worker_id(), concurrency)
         finally:
             if provider is not None:
                 provider.shutdown()  # flushes the spans still batched
@@ -127,10 +128,10 @@ def _tracing(trace: str | None) -> Any:
     if trace is None:
         return None
     try:
-        from .observe.tracing import RunTracer, configure_tracing
+        from ..observe.tracing import RunTracer, configure_tracing
     except ImportError as exc:
         raise ConfigError(f"--trace needs the otel extra: pip install 'keel[otel]' ({exc})") from None
-    from .durable import add_observer
+    from ..durable import add_observer
 
     provider = configure_tracing("console" if trace == "console" else "otlp")
     add_observer(RunTracer(provider))

@@ -15,8 +15,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ._cli_common import RUNTIME_FAILURE, console, exits, fail_input, load_target, out
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
+from ._common import RUNTIME_FAILURE, console, exits, fail_input, load_target, out
 
 __all__ = ["eval_command"]
 
@@ -60,8 +60,8 @@ def eval_command(
     ] = None,
 ) -> None:
     """Run an eval set: k trials per case, checks, judge; a report, and a gate for CI."""
-    from . import Runtime
-    from .evals import (
+    from .. import Runtime
+    from ..evals import (
         EvalReport,
         Judge,
         ResultStore,
@@ -72,7 +72,7 @@ def eval_command(
         render_html,
         run_evalset,
     )
-    from .models import resolve_model
+    from ..models import resolve_model
 
     if fail_under is not None and not 0.0 <= fail_under <= 1.0:
         raise fail_input(f"--fail-under must be between 0 and 1, got {fail_under}")
@@ -102,7 +102,7 @@ def eval_command(
         runtime = Runtime(db)
 
         def progress(trial: object) -> None:
-            from .evals import TrialResult
+            from ..evals import TrialResult
 
             assert isinstance(trial, TrialResult)
             mark = "[green]pass[/]" if trial.passed else "[red]FAIL[/]"

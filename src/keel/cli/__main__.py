@@ -1,0 +1,5 @@
+"""``python -m keel.cli``: the ``keel`` command."""
+
+from . import main
+
+main()
