@@ -13,8 +13,8 @@ Example:
     ('done', 'The sum is 3.')
 """
 
-from ._loop import RunResult
 from ._runtime import Runtime
+from ._seam import RunResult
 from .agent import Agent
 from .exceptions import (
     ApprovalRejected,

@@ -16,7 +16,7 @@ from ._cli_common import clip, console, db_flag, exits, fail_input, out, print_j
 from ._runtime import Runtime
 
 if TYPE_CHECKING:
-    from ._loop import RunResult
+    from ._seam import RunResult
     from .durable import Approval
 
 __all__ = ["approvals_app", "approvals_view", "decide_commands", "print_decided", "print_next_steps"]

@@ -23,7 +23,7 @@ from .exceptions import ConfigError, KeelError, UsageError
 from .messages import RunEvent
 
 if TYPE_CHECKING:
-    from ._loop import RunResult
+    from ._seam import RunResult
 
 console = Console(stderr=True, highlight=False)
 """Progress, tables for people and errors: standard error."""

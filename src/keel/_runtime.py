@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._loop import RunResult, RunStatus, Suspend, run_loop
+from ._loop import run_loop
+from ._seam import RunResult, RunStatus, Suspend
 from ._validate import reject_nul
 from .exceptions import ConfigError, UsageError
 from .messages import RunEvent
@@ -79,6 +80,9 @@ def check_database(url: str, *, create: bool = True) -> None:
 
 class InMemorySteps:
     """The step seam without a journal: each step simply runs. For tests and throwaway runs."""
+
+    replayed = False
+    replaying = False
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id

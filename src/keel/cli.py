@@ -35,7 +35,7 @@ from ._cli_mcp import mcp_app
 from ._cli_runs import runs_app
 from ._cli_serve import keys_app, runs_feedback, serve
 from ._cli_worker import worker
-from ._loop import RunResult
+from ._seam import RunResult
 from .exceptions import ConfigError, KeelError, UsageError
 from .models import resolve_model
 
