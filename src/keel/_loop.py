@@ -30,12 +30,12 @@ from ._seam import (
 )
 from ._tool_exec import CallInterrupted, ToolCrashed, model_step, tool_step
 from ._validate import validate
+from .events import EventKind, RunEvent
 from .memory._agent import recall_into_context, remember_run_facts
 from .memory.short_term import ShortTermMemory
 from .messages import (
     Message,
     ModelResponse,
-    RunEvent,
     SystemMessage,
     ToolCall,
     ToolMessage,
@@ -59,6 +59,12 @@ log = logging.getLogger("keel")
 async def _given(output: dict[str, Any]) -> dict[str, Any]:
     """A step whose output a person supplied."""
     return output
+
+
+_BEFORE_STEP: frozenset[str] = frozenset(
+    {"run_started", "model_request", "tool_call", "approval_requested", "attention_requested", "run_finished"}
+)
+"""Kinds announced before the step they lead to (and a segment's end): replayed only with a step ahead."""
 
 
 class _Stop(Exception):  # noqa: N818 - ends the run from deep inside a turn
@@ -115,8 +121,15 @@ class _Run:
         self.event("run_started", agent=agent.name, task=task, model=agent.model.name, tenant=metadata.get("tenant"))
         self.hidden(hidden, None)
 
-    def event(self, kind: Any, **data: Any) -> None:
-        self.emit(RunEvent(kind, self.run_id, self.step, data))
+    def event(self, kind: EventKind, /, **data: Any) -> None:
+        """Announce a happening; one an earlier segment announced already goes out as replayed.
+
+        A happening that leads up to a step (a request, a call) was announced if the journal holds a
+        step ahead; any other also if it followed from the step just replayed. A segment's end is its own.
+        """
+        steps = self.steps
+        replayed = steps.replaying or (kind not in _BEFORE_STEP and steps.replayed)
+        self.emit(RunEvent(kind, self.run_id, self.step, data, seq=steps.seq, replayed=replayed))
 
     def finish(
         self, status: RunStatus, output: Any = None, error: str | None = None, kind: str | None = None
@@ -344,11 +357,29 @@ class _Run:
 
     async def ask_person(self, reason: str, **request: Any) -> str | None:
         """Pause until a person says continue (returning their note, if any) or fail."""
-        choice = await self.steps.decide("pause", {"reason": reason, **request})
+        choice = await self.decide("pause", {"reason": reason, **request})
         if choice.get("decision") == "fail":
             raise _Stop("failed", f"a person ended the run: {choice.get('note') or reason}", "Stopped")
         note = choice.get("note")
         return f"A person reviewed the run and says: {note}" if note else None
+
+    async def decide(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Ask a person through the step seam, announcing the request and the decision."""
+        approval = kind == "approval"
+        asked = {k: request.get(k) for k in ("tool", "arguments", "arguments_hash", "reason")}
+        self.event("approval_requested" if approval else "attention_requested", kind=kind, **asked)
+        choice = await self.steps.decide(kind, request)
+        self.event(
+            "approval_decided" if approval else "attention_decided",
+            id=choice.get("id"),
+            kind=kind,
+            decision=choice.get("decision"),
+            by=choice.get("by"),
+            note=choice.get("note"),
+            edited=bool(choice.get("edited")),
+            arguments=choice.get("arguments"),
+        )
+        return choice
 
     def note(self, text: str | None) -> None:
         """Tell the model what a person said, as a user message."""
@@ -520,9 +551,9 @@ class _Run:
             "reason": f"{pause.policy}: {pause.reason}",
             **pause.meta,
         }
-        choice = await self.steps.decide("approval", request)
+        choice = await self.decide("approval", request)
         if choice.get("decision") == "expired" and choice.get("on_expiry") == "escalate":
-            choice = await self.steps.decide(
+            choice = await self.decide(
                 "approval", {**request, "reason": f"approval expired: {request['reason']}", "expires_in": None}
             )
         if choice.get("decision") == "approved":
@@ -548,7 +579,7 @@ class _Run:
             cause = str(cut)
         reason = f"{cause}; retry it, skip it (giving the result it had), or fail the run"
         while True:
-            choice = await self.steps.decide(
+            choice = await self.decide(
                 "interrupted",
                 {
                     "tool": name,

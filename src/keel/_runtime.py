@@ -86,11 +86,13 @@ class InMemorySteps:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
+        self.seq = 0
 
     async def __call__(
         self, name: str, fn: Callable[[], Awaitable[dict[str, Any]]], *, guard: bool = False
     ) -> dict[str, Any]:
         """Run the step."""
+        self.seq += 1
         return await fn()
 
     async def complete(self, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:

@@ -208,6 +208,11 @@ class StepRunner(Protocol):
         ...
 
     @property
+    def seq(self) -> int:
+        """The sequence number of the step last run, replayed or journaled (0 before the first)."""
+        ...
+
+    @property
     def replaying(self) -> bool:
         """Whether the journal still holds steps ahead that an earlier segment recorded.
 

@@ -53,6 +53,11 @@ class JournalSteps:
         self.replayed = False
 
     @property
+    def seq(self) -> int:
+        """The sequence number of the step last run, replayed or journaled."""
+        return self._seq
+
+    @property
     def replaying(self) -> bool:
         """Whether the journal still holds steps ahead, recorded by an earlier segment."""
         return bool(self._journal)
