@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from .agent import Agent
+from .events import RunEvent
 from .exceptions import ConfigError, KeelError, UsageError
-from .messages import RunEvent
 
 if TYPE_CHECKING:
     from ._seam import RunResult

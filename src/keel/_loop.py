@@ -5,8 +5,9 @@ on each tool call (a person too, when one must), run the tools (a failed tool's 
 call through the same gate), repeat until a validated final answer, a give-up, a limit, or a pause.
 What the policies redact is redacted inside each step, before the journal keeps it. With explicit
 planning, a planning step comes first, and again after a step of the plan fails (`keel.planning`).
-Every model and tool call goes through `steps` (the durable seam); every observation goes out through
-`emit`.
+Every model and tool call goes through `steps` (the step seam, declared in `keel._seam`); every
+observation goes out through `emit`, as a typed `keel.events.RunEvent` marked replayed when an earlier
+segment announced it already.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ._loop import run_loop
 from ._seam import RunResult, RunStatus, Suspend
 from ._validate import reject_nul
+from .events import RunEvent
 from .exceptions import ConfigError, UsageError
-from .messages import RunEvent
 
 if TYPE_CHECKING:
     from .agent import Agent

@@ -29,8 +29,8 @@ from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions
 
 from .._loop import run_loop
 from .._seam import RunResult, StepConflict
+from ..events import RunEvent
 from ..exceptions import ConfigError, UsageError
-from ..messages import RunEvent
 from ..policies import redact
 from ._decisions import Decided, cancel_run, decide, expire_due, fork_run
 from ._killpoints import kill_point

@@ -1,4 +1,8 @@
-"""The durable step seam: replay journaled steps, run and journal new ones, wait for people."""
+"""The durable step runner: replay journaled steps, run and journal new ones, wait for people.
+
+It implements `keel._seam.StepRunner`, journaling under the step names declared there, and tells the
+loop whether each step was replayed.
+"""
 
 from __future__ import annotations
 

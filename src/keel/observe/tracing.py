@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from ..messages import RunEvent
+from ..events import RunEvent
 
 __all__ = ["RunTracer", "configure_tracing"]
 
