@@ -16,8 +16,8 @@ Example:
 from typing import Any as _Any
 
 from . import exceptions as _exceptions
-from ._loop import RunResult
 from ._runtime import Runtime
+from ._seam import RunResult
 from .agent import Agent
 from .exceptions import (
     BudgetExceeded,

@@ -5,8 +5,9 @@ on each tool call (a person too, when one must), run the tools (a failed tool's 
 call through the same gate), repeat until a validated final answer, a give-up, a limit, or a pause.
 What the policies redact is redacted inside each step, before the journal keeps it. With explicit
 planning, a planning step comes first, and again after a step of the plan fails (`keel.planning`).
-Every model and tool call goes through `steps` (the durable seam); every observation goes out through
-`emit`.
+Every model and tool call goes through `steps` (the step seam, declared in `keel._seam`); every
+observation goes out through `emit`, as a typed `keel.events.RunEvent` marked replayed when an earlier
+segment announced it already.
 """
 
 from __future__ import annotations
@@ -14,27 +15,34 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import pydantic
-
+from ._seam import (
+    MODEL,
+    RunResult,
+    RunStatus,
+    StepConflict,
+    StepFn,
+    StepInterrupted,
+    StepRunner,
+    Suspend,
+    tool_step_name,
+)
 from ._tool_exec import ToolCrashed, model_step, tool_step
 from ._validate import validate
+from .events import EventKind, RunEvent
 from .exceptions import CallInterrupted
 from .memory._agent import recall_into_context, remember_run_facts
 from .memory.short_term import ShortTermMemory
 from .messages import (
     Message,
     ModelResponse,
-    RunEvent,
     SystemMessage,
     ToolCall,
     ToolMessage,
     Usage,
     UserMessage,
-    message_from_dict,
 )
 from .models._base import request_number
 from .planning import Planner, PlanningFailed
@@ -45,129 +53,20 @@ from .tools import Tool, ToolArgumentsError, ToolContext
 if TYPE_CHECKING:
     from .agent import Agent
 
-__all__ = ["RunResult", "RunStatus", "StepConflict", "StepInterrupted", "StepRunner", "Suspend", "run_loop"]
+__all__ = ["run_loop"]
 
 log = logging.getLogger("keel")
-
-RunStatus = Literal["done", "failed", "waiting", "needs_attention"]
-StepFn = Callable[[], Awaitable[dict[str, Any]]]
-
-
-class Suspend(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Raised by a step runner when the run must wait for a person; the run ends for now, resumable."""
-
-    def __init__(self, status: RunStatus, reason: str, request_id: str | None = None) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.request_id = status, reason, request_id
-
-
-class StepInterrupted(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """A guarded step was started but never finished: its worker stopped while it ran."""
-
-
-class StepConflict(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Another segment of the run journaled the same step first: it owns the run, this one must stop."""
-
-
-class StepRunner(Protocol):
-    """The seam for effects: each step runs once per run and its JSON-ready result is journaled."""
-
-    run_id: str
-
-    async def __call__(self, name: str, fn: StepFn, *, guard: bool = False) -> dict[str, Any]:
-        """Run (or replay) one step. `guard` journals the start first, so an interrupted run can tell.
-
-        Raises:
-            StepInterrupted: replaying a guarded step that started but never finished.
-        """
-        ...
-
-    async def complete(self, fn: StepFn) -> dict[str, Any]:
-        """Finish the interrupted guarded step with `fn`'s result.
-
-        Raises:
-            StepInterrupted: replaying a completion that started but never finished (a retry cut off too).
-        """
-        ...
-
-    async def decide(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Ask a person (approval, interrupted call, pause) and return the decision once made.
-
-        Raises:
-            Suspend: no decision yet; the run stops here until one is made.
-        """
-        ...
-
-
-@dataclass(slots=True)
-class RunResult:
-    """How a run ended.
-
-    Attributes:
-        run_id: the run's id.
-        status: `done`, `failed`, `waiting` (for an approval) or `needs_attention` (a person must decide).
-        output: the final answer: text, or an instance of the agent's `output_type`.
-        steps: model requests made.
-        usage: tokens and cost of the whole run.
-        messages: the full conversation.
-        error: what went wrong or what the run waits for, naming the fix.
-        error_type: the kind (`ModelError`, `ToolFailed`, `BudgetExceeded`, `GaveUp`, `Paused`, ...).
-        plan: with explicit planning, the current plan and each step's status (see `keel.planning`).
-        report: for a failed run, what failed, at which step, and the last good state (JSON-ready).
-    """
-
-    run_id: str
-    status: RunStatus
-    output: Any = None
-    steps: int = 0
-    usage: Usage = field(default_factory=Usage)
-    messages: list[Message] = field(default_factory=list)
-    error: str | None = None
-    error_type: str | None = None
-    plan: dict[str, Any] | None = None
-    report: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        output = self.output
-        if isinstance(output, pydantic.BaseModel):
-            output = output.model_dump(mode="json")
-        return {
-            "run_id": self.run_id,
-            "status": self.status,
-            "output": output,
-            "steps": self.steps,
-            "usage": self.usage.to_dict(),
-            "messages": [m.to_dict() for m in self.messages],
-            "error": self.error,
-            "error_type": self.error_type,
-            "plan": self.plan,
-            "report": self.report,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], output_type: type[pydantic.BaseModel] | None = None) -> RunResult:
-        """Build from `to_dict` output, re-validating a structured output."""
-        output = data.get("output")
-        if output_type is not None and data.get("status") == "done" and output is not None:
-            output = output_type.model_validate(output)
-        return cls(
-            data["run_id"],
-            data["status"],
-            output,
-            int(data.get("steps", 0)),
-            Usage.from_dict(data.get("usage") or {}),
-            [message_from_dict(m) for m in data.get("messages") or []],
-            data.get("error"),
-            data.get("error_type"),
-            data.get("plan"),
-            data.get("report"),
-        )
 
 
 async def _given(output: dict[str, Any]) -> dict[str, Any]:
     """A step whose output a person supplied."""
     return output
+
+
+_BEFORE_STEP: frozenset[str] = frozenset(
+    {"run_started", "model_request", "tool_call", "approval_requested", "attention_requested", "run_finished"}
+)
+"""Kinds announced before the step they lead to (and a segment's end): replayed only with a step ahead."""
 
 
 class _Stop(Exception):  # noqa: N818 - ends the run from deep inside a turn
@@ -224,8 +123,15 @@ class _Run:
         self.event("run_started", agent=agent.name, task=task, model=agent.model.name, tenant=metadata.get("tenant"))
         self.hidden(hidden, None)
 
-    def event(self, kind: Any, **data: Any) -> None:
-        self.emit(RunEvent(kind, self.run_id, self.step, data))
+    def event(self, kind: EventKind, /, **data: Any) -> None:
+        """Announce a happening; one an earlier segment announced already goes out as replayed.
+
+        A happening that leads up to a step (a request, a call) was announced if the journal holds a
+        step ahead; any other also if it followed from the step just replayed. A segment's end is its own.
+        """
+        steps = self.steps
+        replayed = steps.replaying or (kind not in _BEFORE_STEP and steps.replayed)
+        self.emit(RunEvent(kind, self.run_id, self.step, data, seq=steps.seq, replayed=replayed))
 
     def finish(
         self, status: RunStatus, output: Any = None, error: str | None = None, kind: str | None = None
@@ -453,11 +359,29 @@ class _Run:
 
     async def ask_person(self, reason: str, **request: Any) -> str | None:
         """Pause until a person says continue (returning their note, if any) or fail."""
-        choice = await self.steps.decide("pause", {"reason": reason, **request})
+        choice = await self.decide("pause", {"reason": reason, **request})
         if choice.get("decision") == "fail":
             raise _Stop("failed", f"a person ended the run: {choice.get('note') or reason}", "Stopped")
         note = choice.get("note")
         return f"A person reviewed the run and says: {note}" if note else None
+
+    async def decide(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Ask a person through the step seam, announcing the request and the decision."""
+        approval = kind == "approval"
+        asked = {k: request.get(k) for k in ("tool", "arguments", "arguments_hash", "reason")}
+        self.event("approval_requested" if approval else "attention_requested", kind=kind, **asked)
+        choice = await self.steps.decide(kind, request)
+        self.event(
+            "approval_decided" if approval else "attention_decided",
+            id=choice.get("id"),
+            kind=kind,
+            decision=choice.get("decision"),
+            by=choice.get("by"),
+            note=choice.get("note"),
+            edited=bool(choice.get("edited")),
+            arguments=choice.get("arguments"),
+        )
+        return choice
 
     def note(self, text: str | None) -> None:
         """Tell the model what a person said, as a user message."""
@@ -470,7 +394,7 @@ class _Run:
         self.event("model_request", messages=len(messages), tools=len(offered))
         request_number.set(self.step)
         step_fn = functools.partial(model_step, self.agent.model, self.memory, messages, offered)
-        raw = await self.steps("model", functools.partial(self.redacted, "output", step_fn))
+        raw = await self.steps(MODEL, functools.partial(self.redacted, "output", step_fn))
         response = ModelResponse.from_dict(raw["response"])
         for k, call in enumerate(response.message.tool_calls):
             if not call.id:  # some providers (and the JSON envelope) give no call ids
@@ -629,9 +553,9 @@ class _Run:
             "reason": f"{pause.policy}: {pause.reason}",
             **pause.meta,
         }
-        choice = await self.steps.decide("approval", request)
+        choice = await self.decide("approval", request)
         if choice.get("decision") == "expired" and choice.get("on_expiry") == "escalate":
-            choice = await self.steps.decide(
+            choice = await self.decide(
                 "approval", {**request, "reason": f"approval expired: {request['reason']}", "expires_in": None}
             )
         if choice.get("decision") == "approved":
@@ -650,14 +574,14 @@ class _Run:
         """Run the tool as a step; if it was cut off mid-call by a dead worker, ask a person what to do."""
         fn = functools.partial(self.redacted, "tool_results", functools.partial(tool_step, tool, kwargs, tctx))
         try:
-            return await self.steps(f"tool:{name}", fn, guard=tool.side_effects and not tool.idempotent)
+            return await self.steps(tool_step_name(name), fn, guard=tool.side_effects and not tool.idempotent)
         except StepInterrupted:
             cause = f"{name} was running when its worker stopped and may or may not have taken effect"
         except CallInterrupted as cut:  # a remote call cut off mid-flight: the same question for a person
             cause = str(cut)
         reason = f"{cause}; retry it, skip it (giving the result it had), or fail the run"
         while True:
-            choice = await self.steps.decide(
+            choice = await self.decide(
                 "interrupted",
                 {
                     "tool": name,

@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._loop import RunResult, RunStatus, Suspend, run_loop
+from ._loop import run_loop
+from ._seam import RunResult, RunStatus, Suspend
 from ._validate import reject_nul
+from .events import RunEvent
 from .exceptions import ConfigError, UsageError
-from .messages import RunEvent
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -80,13 +81,18 @@ def check_database(url: str, *, create: bool = True) -> None:
 class InMemorySteps:
     """The step seam without a journal: each step simply runs. For tests and throwaway runs."""
 
+    replayed = False
+    replaying = False
+
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
+        self.seq = 0
 
     async def __call__(
         self, name: str, fn: Callable[[], Awaitable[dict[str, Any]]], *, guard: bool = False
     ) -> dict[str, Any]:
         """Run the step."""
+        self.seq += 1
         return await fn()
 
     async def complete(self, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:

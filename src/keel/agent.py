@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from ._loop import RunResult
+from ._seam import RunResult
 from ._validate import CONTROL_TOOLS, GIVE_UP_SPEC, final_result_spec
 from .exceptions import ConfigError, UsageError
 from .messages import RunEvent

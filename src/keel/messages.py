@@ -6,9 +6,10 @@ Memory, storage, evaluation and observers read only these types. Each type round
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
+
+from .events import RunEvent  # the event vocabulary lives in keel.events; re-exported here
 
 __all__ = [
     "AssistantMessage",
@@ -240,47 +241,3 @@ class ModelResponse:
             data.get("finish_reason", "stop"),
             data.get("raw_text"),
         )
-
-
-EventKind: TypeAlias = Literal[
-    "run_started",
-    "model_request",
-    "model_response",
-    "output_rejected",
-    "tool_call",
-    "tool_result",
-    "policy_decision",
-    "tools_withheld",
-    "context_trimmed",
-    "plan_created",
-    "plan_updated",
-    "plan_rejected",
-    "plan_step_done",
-    "plan_step_failed",
-    "run_finished",
-    "memory_recalled",
-    "memory_written",
-]
-
-
-@dataclass(slots=True)
-class RunEvent:
-    """One observation of a run, emitted by the loop to every observer.
-
-    Attributes:
-        kind: what happened.
-        run_id: the run.
-        step: the loop step (0 before the first model call).
-        data: details of the event (JSON-ready).
-        at: wall-clock time the event was emitted (observation only; never read by the loop).
-    """
-
-    kind: EventKind
-    run_id: str
-    step: int
-    data: dict[str, Any] = field(default_factory=dict)
-    at: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return {"kind": self.kind, "run_id": self.run_id, "step": self.step, "data": self.data, "at": self.at}

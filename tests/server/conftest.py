@@ -58,11 +58,11 @@ class Service:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-def start_service(tmp: Path, *extra: str, db: str | None = None) -> Service:
+def start_service(tmp: Path, *extra: str, db: str | None = None, targets: list[str] = TARGETS) -> Service:
     """Start `keel serve` on a port the system picks (``--port 0``: no other process can take it first)."""
     db = db or f"sqlite:///{tmp / 'keel.db'}"
     log = tmp / "serve.log"
-    command = [sys.executable, "-m", "keel.cli", "serve", "--db", db, "--port", "0", *extra, *TARGETS]
+    command = [sys.executable, "-m", "keel.cli", "serve", "--db", db, "--port", "0", *extra, *targets]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from keel import Agent, ToolError, tool
@@ -125,3 +127,31 @@ def vault_script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -
 
 
 vault = Agent(name="vault", model=ScriptedModel(vault_script), tools=[read_config], policies=[ContentFilter()])
+
+
+@tool(side_effects=True)
+def ship_order(order_id: str, gate: str) -> str:
+    """Ship an order once the file `gate` exists (the test opens it while the call is in flight).
+
+    Args:
+        order_id: the order.
+        gate: a file path.
+    """
+    deadline = time.monotonic() + 60
+    while not Path(gate).exists():  # a bounded wait on a condition the test sets
+        if time.monotonic() > deadline:
+            raise ToolError(f"{gate} never appeared")
+        time.sleep(0.02)
+    return f"shipped {order_id}"
+
+
+def ship_script(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> Any:
+    """Ship the order named in the task ('ship A-1 /path/to/gate'), then report what the tool said."""
+    words = _task(messages).split()
+    done = _results(messages)
+    if not done:
+        return ToolCall("ship_order", {"order_id": words[1], "gate": words[2]})
+    return done[-1].content
+
+
+shipping = Agent(name="shipping", model=ScriptedModel(ship_script), tools=[ship_order], max_steps=3)

@@ -16,7 +16,7 @@ from .._runtime import Runtime
 from ._common import clip, console, db_flag, exits, fail_input, out, print_json, user_name, when
 
 if TYPE_CHECKING:
-    from .._loop import RunResult
+    from .._seam import RunResult
     from ..durable import Approval
 
 __all__ = ["approvals_app", "approvals_view", "decide_commands", "print_decided", "print_next_steps"]

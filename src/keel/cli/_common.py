@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..agent import Agent
+from ..events import RunEvent
 from ..exceptions import ConfigError, KeelError, UsageError
-from ..messages import RunEvent
 
 if TYPE_CHECKING:
-    from .._loop import RunResult
+    from .._seam import RunResult
 
 console = Console(stderr=True, highlight=False)
 """Progress, tables for people and errors: standard error."""
@@ -134,8 +134,10 @@ class LiveView:
         self.started = time.perf_counter()
 
     def __call__(self, event: RunEvent) -> None:
-        """Render one event."""
+        """Render one event; of a resumed run's replay, only the run's heading (the rest was shown before)."""
         c, d = self.console, event.data
+        if event.replayed and event.kind != "run_started":
+            return
         if event.kind == "run_started":
             c.print(f"[bold]run[/] {event.run_id}  agent [cyan]{d['agent']}[/]  model {d['model']}")
             c.print(f"[bold]task[/] {escape(d['task'])}")

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from .. import Runtime
-from .._loop import RunResult
+from .._seam import RunResult
 from ..exceptions import ConfigError, KeelError, UsageError
 from ..models import resolve_model
 from ._common import LiveView, console, fail_input, load_target, out

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import Agent, Runtime
-from .._loop import RunResult
+from .._seam import RunResult
 from ..models import resolve_model
 from ._approvals import print_next_steps
 from ._common import LiveView, console, exits, fail_input, load_target, print_result

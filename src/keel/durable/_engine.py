@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions, SetWorkflowID
 
-from .._loop import RunResult, StepConflict, run_loop
+from .._loop import run_loop
+from .._seam import RunResult, StepConflict
+from ..events import RunEvent
 from ..exceptions import ConfigError, UsageError
-from ..messages import RunEvent
 from ..policies import redact
 from ..storage import RunRecord, Store, make_engine
 from ..storage._records import run_record

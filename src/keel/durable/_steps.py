@@ -1,4 +1,8 @@
-"""The durable step seam: replay journaled steps, run and journal new ones, wait for people."""
+"""The durable step runner: replay journaled steps, run and journal new ones, wait for people.
+
+It implements `keel._seam.StepRunner`, journaling under the step names declared there, and tells the
+loop whether each step was replayed.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .._loop import RunStatus, StepConflict, StepFn, StepInterrupted, Suspend
+from .._seam import (
+    COMPLETION,
+    MODEL,
+    RESOLUTION,
+    RunStatus,
+    StepConflict,
+    StepFn,
+    StepInterrupted,
+    Suspend,
+    decision_step,
+    request_step,
+)
 from ..exceptions import RunError
 from ..storage import Approval, Store
 from ._decisions import expire_due, request_id
@@ -15,9 +30,6 @@ from ._writer import JournalWriter
 
 __all__ = ["JournalSteps"]
 
-COMPLETION = "completion:interrupted"
-RESOLUTION = ("request:interrupted", "decision:interrupted", COMPLETION)
-"""Journal names of the rows that resolve an interrupted step, right after it."""
 WAITING: dict[str, RunStatus] = {"approval": "waiting", "interrupted": "needs_attention", "pause": "needs_attention"}
 
 
@@ -42,6 +54,17 @@ class JournalSteps:
         self._journal = store.load_steps(run_id) if journal is None else journal
         self._seq = 0
         self._interrupted: int | None = None
+        self.replayed = False
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the step last run, replayed or journaled."""
+        return self._seq
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the journal still holds steps ahead, recorded by an earlier segment."""
+        return bool(self._journal)
 
     async def __call__(self, name: str, fn: StepFn, *, guard: bool = False) -> dict[str, Any]:
         """Return the journaled output of this step, or run it and journal it."""
@@ -60,10 +83,12 @@ class JournalSteps:
             if status == "done":
                 assert output is not None
                 self._skip_resolution()
+                self.replayed = True
                 return output
             self._interrupted = seq
             raise StepInterrupted(f"{name} at step {seq} of run {self.run_id} started but never finished")
-        if name == "model":
+        self.replayed = False
+        if name == MODEL:
             self._check_cancelled()
         try:
             if guard:
@@ -112,6 +137,7 @@ class JournalSteps:
             await self._writer.step("done", self.run_id, self._seq, COMPLETION, {"step": seq})
         except sa.exc.IntegrityError as exc:
             raise StepConflict(f"step {self._seq} of run {self.run_id} was journaled by another segment") from exc
+        self.replayed = False
         output = await fn()
         self._interrupted = None
         await self._writer.step("complete", self.run_id, seq, "", output)
@@ -125,6 +151,7 @@ class JournalSteps:
         """
         self._seq += 1
         recorded = self._journal.pop(self._seq, None)
+        self.replayed = recorded is not None
         if recorded is not None:
             approval_id = str((recorded[2] or {})["id"])
         else:
@@ -146,12 +173,13 @@ class JournalSteps:
                     on_expiry=request.get("on_expiry") if kind == "approval" else None,
                 )
             )
-            await self._writer.step("done", self.run_id, self._seq, f"request:{kind}", {"id": approval_id})
+            await self._writer.step("done", self.run_id, self._seq, request_step(kind), {"id": approval_id})
 
         self._seq += 1
         recorded = self._journal.pop(self._seq, None)
         if recorded is not None:
             assert recorded[2] is not None
+            self.replayed = True
             return recorded[2]
         approval = self._store.get_approval(approval_id)
         if approval is None:
@@ -174,5 +202,6 @@ class JournalSteps:
             edited = approval.edited_arguments is not None
             decision["arguments"] = approval.edited_arguments if edited else approval.arguments
             decision["arguments_hash"] = approval.edited_hash if edited else approval.arguments_hash
-        await self._writer.step("done", self.run_id, self._seq, f"decision:{kind}", decision)
+        self.replayed = False
+        await self._writer.step("done", self.run_id, self._seq, decision_step(kind), decision)
         return decision

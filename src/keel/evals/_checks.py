@@ -20,7 +20,7 @@ from ..messages import RunEvent
 from ._format import Case, Expectations, resolve_callable
 
 if TYPE_CHECKING:
-    from .._loop import RunResult
+    from .._seam import RunResult
 
 __all__ = ["CheckContext", "CheckOutcome", "TrialFacts", "answer_text", "contains", "run_checks"]
 

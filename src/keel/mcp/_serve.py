@@ -16,8 +16,8 @@ from ..exceptions import CallInterrupted, ConfigError, KeelError
 from ..tools import Tool, ToolArgumentsError, ToolContext
 
 if TYPE_CHECKING:
-    from .._loop import RunResult
     from .._runtime import Runtime
+    from .._seam import RunResult
     from ..agent import Agent
 
 __all__ = ["Expose", "build_server", "serve"]

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._seam import memory_step
 from ..exceptions import ConfigError, ToolError, UsageError
 from ..messages import SystemMessage, UserMessage
 from ..models._base import request_number
@@ -207,7 +208,7 @@ async def recall_into_context(run: _Run) -> None:
             tokens += cost
         return {"memories": chosen, "block": "\n".join(lines), "tokens": tokens, "budget": budget}
 
-    out = await run.steps("memory:recall", step)
+    out = await run.steps(memory_step("recall"), step)
     if out["memories"]:
         block = _prompts()["recalled"].format(memories=out["block"])
         system = run.messages[0].content or ""
@@ -225,7 +226,7 @@ async def remember_run_facts(run: _Run) -> None:
     run.step += 1
     request_number.set(run.step)
     messages = [*run.messages, UserMessage(_prompts()["summary"])]
-    raw = await run.steps("memory:summary", functools.partial(model_step, agent.model, run.memory, messages, []))
+    raw = await run.steps(memory_step("summary"), functools.partial(model_step, agent.model, run.memory, messages, []))
     from ..messages import ModelResponse
 
     response = ModelResponse.from_dict(raw["response"])
@@ -249,7 +250,7 @@ async def remember_run_facts(run: _Run) -> None:
         saved = await asyncio.to_thread(add_all)
         return {"memories": saved, "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
 
-    out = await run.steps("memory:write", write)
+    out = await run.steps(memory_step("write"), write)
     run.event("memory_written", memories=out["memories"], source="summary")
 
 

@@ -4,9 +4,9 @@ Why from the database: every worker process writes its runs' state, journal, app
 into the one shared database, so a scrape of any process sees the runs of all of them, with no
 per-process counters to merge (Prometheus's multiprocess mode only merges processes on one host and
 cannot scope a scrape to one tenant). Counting is done where the events already persist: the run
-index for runs, steps, tokens, cost and durations; the run's event stream (``keel.server.journal_events``
-reads it back from the journal) for tool calls and latencies; ``keel_approvals`` and ``keel_feedback``
-for approvals and satisfaction. Nothing is added to the loop.
+index for runs, steps, tokens, cost and durations; the run's journal, read back by
+`keel.storage.step_calls`, for tool calls and latencies; ``keel_approvals`` and ``keel_feedback`` for
+approvals and satisfaction. Nothing is added to the loop.
 
 Tool-call counts of finished runs never change, so they are cached per run; a scrape reads the journal
 only of runs that finished since the last scrape, or are still moving.
@@ -14,14 +14,12 @@ only of runs that finished since the last scrape, or are still moving.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -31,8 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..storage import Store, finished_runs, ratings, run_stats
-from ..storage._tables import steps
+from ..storage import StepCall, Store, finished_runs, ratings, run_stats, step_calls
 
 __all__ = ["CONTENT_TYPE", "RunMetricsCollector", "render", "timeseries"]
 
@@ -59,36 +56,21 @@ class _ToolCounts:
 
     def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
-        self._done: dict[str, list[tuple[str, str, float]]] = {}
+        self._done: dict[str, list[StepCall]] = {}
         self._lock = threading.Lock()
 
-    def of(self, store: Store, wanted: list[tuple[str, bool]]) -> dict[str, list[tuple[str, str, float]]]:
-        """For each (run_id, finished): its calls as (name, outcome, seconds); name ``model`` for model calls."""
+    def of(self, store: Store, wanted: list[tuple[str, bool]]) -> dict[str, list[StepCall]]:
+        """For each (run_id, finished): its finished model and tool calls."""
         with self._lock:
             found = {r: self._done[r] for r, _ in wanted if r in self._done}
         missing = [r for r, _ in wanted if r not in found]
         finished = {r for r, fin in wanted if fin}
-        for chunk in (missing[i : i + 500] for i in range(0, len(missing), 500)):
-            query = sa.select(steps.c.run_id, steps.c.name, steps.c.status, steps.c.output).where(
-                steps.c.run_id.in_(chunk), sa.or_(steps.c.name == "model", steps.c.name.like("tool:%"))
-            )
-            calls: dict[str, list[tuple[str, str, float]]] = {r: [] for r in chunk}
-            with store.engine.connect() as conn:
-                for run_id, name, status, output in conn.execute(query):
-                    if status != "done":
-                        continue
-                    data = json.loads(output or "{}")
-                    seconds = float(data.get("duration_ms") or 0.0) / 1000
-                    if name == "model":
-                        calls[run_id].append(("model", "ok", seconds))
-                    else:
-                        outcome = "error" if data.get("is_error") else "ok"
-                        calls[run_id].append((name.removeprefix("tool:"), outcome, seconds))
-            found.update(calls)
-            with self._lock:
-                if len(self._done) > self.limit:
-                    self._done.clear()
-                self._done.update((r, c) for r, c in calls.items() if r in finished)
+        calls = step_calls(store, missing)
+        found.update(calls)
+        with self._lock:
+            if len(self._done) > self.limit:
+                self._done.clear()
+            self._done.update((r, c) for r, c in calls.items() if r in finished)
         return found
 
 
@@ -171,12 +153,12 @@ class RunMetricsCollector:
         tool_seconds: dict[tuple[str, ...], list[float]] = defaultdict(list)
         for run_id, made in calls.items():
             agent = agent_of.get(run_id, "")
-            for name, outcome, seconds in made:
-                if name == "model":
-                    model_seconds[(agent,)].append(seconds)
+            for call in made:
+                if call.kind == "model":
+                    model_seconds[(agent,)].append(call.seconds)
                 else:
-                    outcomes[(agent, name, outcome)] += 1
-                    tool_seconds[(agent, name)].append(seconds)
+                    outcomes[(agent, call.name, call.outcome)] += 1
+                    tool_seconds[(agent, call.name)].append(call.seconds)
         tool_calls = CounterMetricFamily(
             "keel_tool_calls", "Tool calls run, by outcome (ok or error).", labels=["agent", "tool", "outcome"]
         )

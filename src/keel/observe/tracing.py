@@ -9,10 +9,10 @@ events, with ``gen_ai.*`` attributes plus ``keel.run_id`` and ``keel.tenant``.
 Needs the ``otel`` extra (``pip install 'keel[otel]'``); nothing of OpenTelemetry is imported until
 this module is, so tracing that is not turned on costs nothing.
 
-A run resumed in a later segment (after an approval, or on another worker) replays its journal and
-emits the events of its earlier steps again: each segment is its own ``invoke_agent`` span, in which
-the replayed calls appear again with the time the replay took (next to nothing), marked
-``keel.replayed`` when their recorded duration shows it.
+A run resumed in a later segment (after an approval, or on another worker) replays its journal, and
+the loop passes the events of its earlier steps again marked ``replayed`` (`keel.events`): each
+segment is its own ``invoke_agent`` span, in which the replayed calls appear again with their recorded
+duration, marked ``keel.replayed``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from ..messages import RunEvent
+from ..events import RunEvent
 
 __all__ = ["RunTracer", "configure_tracing"]
 
@@ -137,8 +137,8 @@ class RunTracer:
         usage = event.data.get("usage") or {}
         recorded = float(event.data.get("duration_ms") or 0) / 1000
         start = run.pop("model_started", None)
-        replayed = start is not None and recorded > (event.at - start) + 0.001
-        if start is None:
+        replayed = event.replayed
+        if start is None or replayed:
             start = event.at - recorded
         span = self._child(
             run,

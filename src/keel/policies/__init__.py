@@ -11,8 +11,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._seam import policy_step
+
 if TYPE_CHECKING:
-    from .._loop import StepRunner
+    from .._seam import StepRunner
     from ..agent import Agent
     from ..messages import Message, ModelResponse, ToolCall, ToolMessage, Usage
     from ..models._base import Model
@@ -124,7 +126,7 @@ class PolicyContext:
         """
         if self.steps is None:
             return await fn()
-        return await self.steps(f"policy:{name}", fn)
+        return await self.steps(policy_step(name), fn)
 
 
 @dataclass(frozen=True, slots=True)

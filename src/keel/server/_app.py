@@ -19,8 +19,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._validate import NUL_PROBLEM, has_nul
+from ..events import RunEvent
 from ..exceptions import UsageError
-from ._events import FINAL, MOVING, RunWatch, journal_events, status_event
+from ..storage import event_dict, read_events, status_event
+from ._events import FINAL, RunWatch
 from ._keys import ApiKey, KeyRing
 from ._limits import BodyLimit, RateLimiter
 from ._schemas import (
@@ -519,23 +521,28 @@ def create_app(config: ServiceConfig) -> FastAPI:
     return app
 
 
-def _look(store: Any, run_id: str, after: int) -> tuple[RunRecord | None, list[dict[str, Any]]]:
+def _look(store: Any, run_id: str, after: int) -> tuple[RunRecord | None, list[RunEvent]]:
     """The run's entry and its events after `after`, read together on one worker thread."""
-    record = store.get_run(run_id)
-    events = journal_events(store, run_id, after)
-    if record is not None and record.status in MOVING:
-        # A guarded call is journaled as started, then completed in place under the same id: while the run
-        # moves, the stream holds before it, so that a client resuming after that id still gets its result.
-        held = next((i for i, e in enumerate(events) if e["kind"] == "tool_started"), None)
-        if held is not None:
-            events = events[:held]
-    return record, events
+    return store.get_run(run_id), read_events(store, run_id, after)
+
+
+def _frame(event: RunEvent, with_id: bool) -> bytes:
+    head = f"id: {event.seq}\n" if with_id else ""
+    return f"{head}event: {event.kind}\ndata: {json.dumps(event_dict(event), default=str)}\n\n".encode()
 
 
 async def _sse(watch: RunWatch, store: Any, run_id: str, after: int) -> AsyncIterator[bytes]:
-    """Send the run's new events each time the watch says it changed, until it finishes."""
+    """Send the run's new events each time the watch says it changed, until it finishes.
+
+    A guarded call's start and its result are two events. The start (``tool_started``) goes out once
+    and carries no id, so it is no point to resume from: a client that reconnects after the last id it
+    got receives the call's result, journaled later under the call's own sequence number. The stream
+    reads on from the first call still in flight, and sends no id twice.
+    """
     changed = watch.subscribe(run_id)
     last_status: str | None = None
+    started: set[int] = set()  # guarded calls whose start was sent
+    sent: set[int] = set()  # ids sent above `after`
     try:
         while True:
             changed.clear()  # cleared before looking: a change during the look wakes the next wait
@@ -544,11 +551,20 @@ async def _sse(watch: RunWatch, store: Any, run_id: str, after: int) -> AsyncIte
                 yield b"event: end\ndata: {}\n\n"
                 return
             for event in events:
-                after = int(event["id"])
-                yield f"id: {after}\nevent: {event['kind']}\ndata: {json.dumps(event, default=str)}\n\n".encode()
+                if event.kind == "tool_started":
+                    if event.seq not in started:
+                        started.add(event.seq)
+                        yield _frame(event, with_id=False)
+                elif event.seq not in sent:
+                    sent.add(event.seq)
+                    yield _frame(event, with_id=True)
+            if events:
+                in_flight = [e.seq for e in events if e.kind == "tool_started"]
+                after = min(in_flight) - 1 if in_flight else events[-1].seq
+                sent = {seq for seq in sent if seq > after}
             if record.status != last_status:
                 last_status = record.status
-                yield f"event: status\ndata: {json.dumps(status_event(record), default=str)}\n\n".encode()
+                yield f"event: status\ndata: {json.dumps(event_dict(status_event(record)), default=str)}\n\n".encode()
             if record.status in FINAL:
                 yield b"event: end\ndata: {}\n\n"
                 return

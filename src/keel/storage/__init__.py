@@ -12,6 +12,7 @@ from ._counters import Counters
 from ._database import make_engine
 from ._evals import eval_history, eval_report, eval_trial_rows, insert_eval
 from ._feedback import Feedback, insert_feedback, select_feedback
+from ._journal_events import StepCall, event_dict, journal_marks, read_events, status_event, step_calls
 from ._keys import ApiKey, insert_key, key_by_hash, select_keys, set_key_revoked
 from ._migrations import MIGRATIONS, migrate
 from ._records import Approval, RunRecord
@@ -19,6 +20,12 @@ from ._stats import DecidedRequest, PendingRequests, Rating, RunStats, RunSummar
 from ._store import Store
 
 __all__ = [
+    "step_calls",
+    "status_event",
+    "read_events",
+    "journal_marks",
+    "event_dict",
+    "StepCall",
     "MIGRATIONS",
     "ApiKey",
     "Approval",
