@@ -13,6 +13,7 @@ Run `python tests/test_import_graph.py` for the figures: files in cycles, back-e
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +183,49 @@ def figures(src: Path = SRC, root: str = ROOT) -> Figures:
 def test_the_only_import_cycle_is_agent_and_runtime() -> None:
     found = figures()
     assert [c for c in found.cycles if c != ALLOWED] == [], found.describe()
+
+
+STEP_NAME = re.compile(r"^(tool|request|decision|policy|memory|completion):(?!\s)")
+"""A string that spells a journal name's family: only the vocabulary (`keel._seam`) writes one."""
+
+
+def step_name_readers(src: Path = SRC, root: str = ROOT) -> dict[str, list[str]]:
+    """Modules outside `storage` and `_seam` that spell step names themselves or parse them."""
+    found: dict[str, list[str]] = {}
+    for module, path in module_files(src, root).items():
+        if module == f"{root}._seam" or module == f"{root}.storage" or module.startswith(f"{root}.storage."):
+            continue
+        hits = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and STEP_NAME.match(node.value):
+                hits.append(f"line {node.lineno}: {node.value!r}")
+            elif isinstance(node, ast.Name | ast.Attribute | ast.alias) and "parse_step_name" in (
+                getattr(node, "id", None),
+                getattr(node, "attr", None),
+                getattr(node, "name", None),
+            ):
+                hits.append(f"line {node.lineno}: parse_step_name")
+        if hits:
+            found[module] = hits
+    return found
+
+
+def test_no_module_outside_storage_parses_step_names() -> None:
+    assert step_name_readers() == {}
+
+
+def test_the_step_name_check_sees_literals_f_strings_and_the_parser(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "storage").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text('def f(n, k):\n    return n.startswith("tool:") or n == f"decision:{k}"\n')
+    (pkg / "b.py").write_text('from pkg._seam import parse_step_name\nX = "tool: the plan step"\n')
+    (pkg / "_seam.py").write_text('def tool_step_name(t):\n    return f"tool:{t}"\n')
+    (pkg / "storage" / "__init__.py").write_text('LIKE = "tool:%"\n')
+    assert step_name_readers(tmp_path, "pkg") == {
+        "pkg.a": ["line 2: 'tool:'", "line 2: 'decision:'"],
+        "pkg.b": ["line 1: parse_step_name"],
+    }
 
 
 def test_the_graph_sees_type_only_lazy_and_relative_imports(tmp_path: Path) -> None:
