@@ -33,7 +33,7 @@ from ._tool_exec import ToolCrashed, model_step, tool_step
 from ._validate import validate
 from .events import EventKind, RunEvent
 from .exceptions import CallInterrupted
-from .memory._agent import recall_into_context, remember_run_facts
+from .memory._agent import AgentMemory, recall_into_context, remember_run_facts
 from .memory.short_term import ShortTermMemory
 from .messages import (
     Message,
@@ -51,7 +51,10 @@ from .policies.approvals import arguments_hash
 from .tools import Tool, ToolArgumentsError, ToolContext
 
 if TYPE_CHECKING:
-    from .agent import Agent
+    from ._seam import AgentSpec
+
+    LoopAgent = AgentSpec[Policy, AgentMemory]
+    """What the loop reads of the agent it runs (`keel.Agent` is one)."""
 
 __all__ = ["run_loop"]
 
@@ -76,7 +79,7 @@ class _Stop(Exception):  # noqa: N818 - ends the run from deep inside a turn
 
 
 async def run_loop(
-    agent: Agent,
+    agent: LoopAgent,
     task: str,
     steps: StepRunner,
     emit: Callable[[RunEvent], None],
@@ -109,7 +112,7 @@ class _Run:
     """The state of one run while the loop drives it."""
 
     def __init__(
-        self, agent: Agent, task: str, steps: StepRunner, emit: Callable[[RunEvent], None], metadata: dict[str, Any]
+        self, agent: LoopAgent, task: str, steps: StepRunner, emit: Callable[[RunEvent], None], metadata: dict[str, Any]
     ) -> None:
         self.agent, self.steps, self.emit, self.metadata = agent, steps, emit, metadata
         self.run_id = steps.run_id

@@ -4,26 +4,37 @@ The loop (`keel._loop`) performs every effect through a `StepRunner`: run a step
 interrupted one, `decide` with a person. The in-memory runner (`keel._runtime`) simply runs each step;
 the durable one (`keel.durable`) journals each step's JSON-ready record under the run's sequence number
 and replays it on resume. This module declares that seam, the signals a runner raises, the names steps
-are journaled under and the records they journal, and `RunResult`, how a run ends. It imports nothing
-of the loop, the engines or the agent, so each of them imports it without a cycle.
+are journaled under and the records they journal, and `RunResult`, how a run ends. It also declares
+`AgentSpec`, what the loop, the validator, the planner, the policies and the engines read of an agent,
+and `LoopRun`, what a part of the loop reads and changes of the run it drives: they type against these
+instead of importing `keel.agent` or `keel._loop`. It imports nothing of the loop, the engines or the
+agent, so each of them imports it without a cycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NotRequired, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict, TypeVar
 
 import pydantic
 
 from .messages import Message, Usage, message_from_dict
 
+if TYPE_CHECKING:
+    from .events import EventKind
+    from .memory.short_term import ShortTermMemory
+    from .models._base import Model
+    from .tools import Tool
+
 __all__ = [
     "COMPLETION",
     "MODEL",
     "RESOLUTION",
+    "AgentSpec",
     "CompletionStep",
     "DecisionStep",
+    "LoopRun",
     "ModelStep",
     "RequestStep",
     "RunResult",
@@ -309,3 +320,119 @@ class RunResult:
             data.get("plan"),
             data.get("report"),
         )
+
+
+# -- what the loop reads of an agent and of the run it drives ---------------------------------------
+P_co = TypeVar("P_co", covariant=True)
+M_co = TypeVar("M_co", covariant=True)
+A_co = TypeVar("A_co", covariant=True)
+
+
+class AgentSpec(Protocol[P_co, M_co]):
+    """What the loop, the validator, the planner, the policies and the engines read of an agent.
+
+    `keel.Agent` is one. It is generic in the types of the agent's policies (`P_co`) and long-term
+    memory (`M_co`) because their modules import this one: the loop reads
+    ``AgentSpec[Policy, AgentMemory]``, a policy checking its agent ``AgentSpec[object, object]``.
+    """
+
+    @property
+    def name(self) -> str:
+        """The agent's stable name; runs are recorded under it."""
+        ...
+
+    @property
+    def model(self) -> Model:
+        """The model every request goes to."""
+        ...
+
+    @property
+    def system_prompt(self) -> str:
+        """The system message every run starts with."""
+        ...
+
+    @property
+    def tools(self) -> Sequence[Tool]:
+        """The agent's tools, in the order declared."""
+        ...
+
+    @property
+    def tools_by_name(self) -> Mapping[str, Tool]:
+        """The agent's tools by name."""
+        ...
+
+    @property
+    def tool_specs(self) -> list[dict[str, Any]]:
+        """The tool schemas offered to the model, the control tools included."""
+        ...
+
+    @property
+    def output_type(self) -> type[pydantic.BaseModel] | None:
+        """The model a final answer must validate against; None for free text."""
+        ...
+
+    @property
+    def max_steps(self) -> int:
+        """Model requests allowed per run."""
+        ...
+
+    @property
+    def output_retries(self) -> int:
+        """Times a malformed answer is sent back before the run fails."""
+        ...
+
+    @property
+    def context_budget(self) -> int | None:
+        """Prompt tokens allowed; None for the model's window minus its output budget."""
+        ...
+
+    @property
+    def planning(self) -> str:
+        """`implicit` or `explicit`."""
+        ...
+
+    @property
+    def max_replans(self) -> int:
+        """With explicit planning, times a failed plan is made again before the run fails."""
+        ...
+
+    @property
+    def policies(self) -> Sequence[P_co]:
+        """The rules applied, in this order, at every model and tool call."""
+        ...
+
+    @property
+    def memory(self) -> M_co | None:
+        """Long-term memory; None for none."""
+        ...
+
+
+class LoopRun(Protocol[A_co]):
+    """What a part of the loop (long-term memory) reads and changes of the run the loop drives.
+
+    Attributes:
+        run_id: the run.
+        steps: the step seam the run's effects go through.
+        metadata: values attached to the run (tenant, user).
+        memory: the run's short-term window.
+        messages: the conversation so far.
+        usage: tokens and cost so far.
+        step: model requests made so far.
+    """
+
+    run_id: str
+    steps: StepRunner
+    metadata: dict[str, Any]
+    memory: ShortTermMemory
+    messages: list[Message]
+    usage: Usage
+    step: int
+
+    @property
+    def agent(self) -> A_co:
+        """The agent being run."""
+        ...
+
+    def event(self, kind: EventKind, /, **data: Any) -> None:
+        """Announce a happening of the run."""
+        ...

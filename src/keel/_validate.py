@@ -15,7 +15,7 @@ from .planning import PROGRESS_TOOL
 from .tools import Tool, ToolArgumentsError, _strip_titles
 
 if TYPE_CHECKING:
-    from .agent import Agent
+    from ._seam import AgentSpec
 
 __all__ = [
     "CONTROL_TOOLS",
@@ -85,7 +85,7 @@ class Verdict:
     progress: list[ToolCall] = field(default_factory=list)  # update_plan calls (explicit planning)
 
 
-def validate(message: AssistantMessage, agent: Agent, offered: set[str]) -> Verdict:
+def validate(message: AssistantMessage, agent: AgentSpec[object, object], offered: set[str]) -> Verdict:
     """Check the model's answer against the tools and the output type; never runs anything."""
     verdict = Verdict()
     calls = message.tool_calls
@@ -148,7 +148,7 @@ def validate(message: AssistantMessage, agent: Agent, offered: set[str]) -> Verd
     return verdict
 
 
-def _final_from_text(text: str | None, agent: Agent, verdict: Verdict) -> Verdict:
+def _final_from_text(text: str | None, agent: AgentSpec[object, object], verdict: Verdict) -> Verdict:
     text = (text or "").strip()
     if agent.output_type is None:
         written = written_tool_call(text)

@@ -33,7 +33,7 @@ from .messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMess
 from .tools import _strip_titles
 
 if TYPE_CHECKING:
-    from .agent import Agent
+    from ._seam import AgentSpec
 
 __all__ = [
     "PLANNING_MODES",
@@ -208,7 +208,7 @@ class Planner:
         event: called as ``event(kind, **data)`` for every plan event.
     """
 
-    def __init__(self, agent: Agent, event: Callable[..., None]) -> None:
+    def __init__(self, agent: AgentSpec[object, object], event: Callable[..., None]) -> None:
         self.event = event
         self.tools = {t.name: t.description for t in agent.tools}
         self.retries = agent.output_retries

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from ..exceptions import UsageError
 from ..storage import Approval, RunRecord, Store
+from ..storage._journal_events import unanswered_request
 from ..storage._runs import INSERT_RUN, new_run_row
 from ..storage._tables import approvals, runs, steps
 from ._killpoints import kill_point
@@ -177,8 +178,7 @@ def fork_run(store: Store, source: RunRecord, target: str, upto: int) -> RunReco
             names = {int(seq): str(name) for seq, name, _, _ in journal}
             copied = []
             for seq, name, status, output in journal:
-                kind = name.removeprefix("request:")
-                if kind != name and names.get(seq + 1) != f"decision:{kind}":
+                if unanswered_request(names, seq):
                     output = json.dumps({"id": _fork_request(conn, str(json.loads(output)["id"]), target, seq, now)})
                 copied.append({"run_id": target, "seq": seq, "name": name, "status": status, "output": output})
             if copied:

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -40,7 +40,7 @@ from ._steps import JournalSteps
 from ._writer import make_writer
 
 if TYPE_CHECKING:
-    from ..agent import Agent
+    from .._loop import LoopAgent as Agent  # what the engine reads of an agent; `keel.Agent` is one
 
 __all__ = ["QUEUE", "DurableEngine", "add_observer", "make_engine", "register_agent"]
 
@@ -652,7 +652,7 @@ class DurableEngine:
 
 def run_worker(
     url: str,
-    agents: list[Agent],
+    agents: Sequence[Agent],
     *,
     worker_id: str,
     concurrency: int = 100,

@@ -36,7 +36,7 @@ from ..tools import Tool, ToolContext, tool
 from .long_term import Hit, MemoryStore, Namespace, Source
 
 if TYPE_CHECKING:
-    from .._loop import _Run
+    from .._seam import AgentSpec, LoopRun
 
 __all__ = ["AgentMemory"]
 
@@ -185,7 +185,7 @@ def split_recalled(system: str) -> tuple[str, str]:
     return (own, found + recalled) if found else (system, "")
 
 
-async def recall_into_context(run: _Run) -> None:
+async def recall_into_context(run: LoopRun[AgentSpec[object, AgentMemory]]) -> None:
     """Search memories for the task and add the best to the system message (a ``memory:recall`` step)."""
     agent, memory = run.agent, run.agent.memory
     if memory is None or memory.recall_k == 0:
@@ -216,7 +216,7 @@ async def recall_into_context(run: _Run) -> None:
     run.event("memory_recalled", memories=out["memories"], tokens=out["tokens"], budget=out["budget"])
 
 
-async def remember_run_facts(run: _Run) -> None:
+async def remember_run_facts(run: LoopRun[AgentSpec[object, AgentMemory]]) -> None:
     """Ask the model for the lasting facts of the finished run and store them (two steps)."""
     from .._tool_exec import model_step
 

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._seam import policy_step
 
 if TYPE_CHECKING:
-    from .._seam import StepRunner
-    from ..agent import Agent
+    from .._seam import AgentSpec, StepRunner
     from ..messages import Message, ModelResponse, ToolCall, ToolMessage, Usage
     from ..models._base import Model
     from ..tools import Tool
@@ -154,7 +153,7 @@ class Policy:
         """The policy's name in events and errors."""
         return type(self).__name__
 
-    def check_agent(self, agent: Agent) -> None:
+    def check_agent(self, agent: AgentSpec[object, object]) -> None:
         """Check this policy against the agent it is given to (its model, its tools).
 
         Raises:

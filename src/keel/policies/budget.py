@@ -22,7 +22,7 @@ from ..exceptions import BudgetExceeded, ConfigError
 from . import ALLOW, Decision, Policy, PolicyContext
 
 if TYPE_CHECKING:
-    from ..agent import Agent
+    from .._seam import AgentSpec
     from ..messages import Message, ModelResponse, Usage
     from ..models._base import Model
     from ._ledger import Ledger
@@ -236,7 +236,7 @@ class Budget(Policy):
         self._runs: dict[str, _Spend] = {}
         self._counter = PromptCounter()
 
-    def check_agent(self, agent: Agent) -> None:
+    def check_agent(self, agent: AgentSpec[object, object]) -> None:
         """Every model the agent may call must have a price when a dollar cap is set.
 
         Raises:

@@ -11,18 +11,27 @@ resumption exact. This is the one module that reads journal rows and step names 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from .._seam import MODEL, parse_step_name, tool_step_name
+from .._seam import MODEL, decision_step, parse_step_name, tool_step_name
 from ..events import EventKind, RunEvent
 from ._records import Approval, RunRecord
 from ._store import Store
 from ._tables import runs, steps
 
-__all__ = ["StepCall", "event_dict", "journal_marks", "read_events", "status_event", "step_calls"]
+__all__ = [
+    "StepCall",
+    "event_dict",
+    "journal_marks",
+    "read_events",
+    "status_event",
+    "step_calls",
+    "unanswered_request",
+]
 
 
 def read_events(store: Store, run_id: str, after: int = 0) -> list[RunEvent]:
@@ -204,3 +213,9 @@ def step_calls(store: Store, run_ids: list[str]) -> dict[str, list[StepCall]]:
                         StepCall("tool", step.subject, "error" if data.get("is_error") else "ok", seconds)
                     )
     return calls
+
+
+def unanswered_request(names: Mapping[int, str], seq: int) -> bool:
+    """Whether step `seq` of a journal (names by sequence number) asks a person and the next holds no decision."""
+    step = parse_step_name(names[seq])
+    return step.family == "request" and names.get(seq + 1) != decision_step(step.subject)
