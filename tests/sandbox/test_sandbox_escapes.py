@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -377,13 +379,20 @@ def host_files_of_the_sandbox_uid() -> list[str]:
     return found
 
 
-def host_cgroups_of_the_sandbox() -> list[str]:
-    """Per-execution cgroups keel left on the host (each is named keel-sandbox-...)."""
+def host_cgroups_of_the_sandbox(owner: int | None = None) -> list[str]:
+    """Per-execution cgroups this process's executions left on the host (named keel-sandbox-<owner pid>-...).
+
+    Only this process's: another keel on the machine (another test suite) may be mid-execution.
+    """
+    prefix = f"keel-sandbox-{os.getpid() if owner is None else owner}-"
     left = []
-    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"):
+    for root in CGROUP_ROOTS:
         with contextlib.suppress(OSError):
-            left += [os.path.join(root, n) for n in os.listdir(root) if n.startswith("keel-sandbox-")]
+            left += [os.path.join(root, n) for n in os.listdir(root) if n.startswith(prefix)]
     return left
+
+
+CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids")
 
 
 def assert_host_untouched(workspace_base: str) -> None:
@@ -510,3 +519,23 @@ def test_mountinfo_does_not_show_host_paths_of_the_workspace(bubblewrap: Sandbox
     workspace = [line for line in mounts.splitlines() if line.split()[4] == "/workspace"]
     assert len(workspace) == 1 and " - tmpfs " in workspace[0], mounts
     assert_host_untouched(workspace_base)
+
+
+def test_the_cgroups_a_killed_keel_process_left_are_removed_by_the_next_execution(
+    bubblewrap: SandboxBackend, workspace_base: str
+) -> None:
+    if not memory_cgroup_writable():
+        pytest.skip("no writable memory cgroup here: nothing of keel's is left in one")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = int(dead.stdout)  # a keel process that was kill -9'd mid-execution, its cgroups left behind
+    made = []
+    for root in CGROUP_ROOTS:
+        path = os.path.join(root, f"keel-sandbox-{owner}-0123456789ab")
+        with contextlib.suppress(OSError):
+            os.mkdir(path)
+            made.append(path)
+    assert made, "could not make a cgroup to stand for the leftover"
+    result = run(bubblewrap, "print('ok')")
+    assert result.stdout == "ok\n", result
+    assert host_cgroups_of_the_sandbox(owner) == [], "a dead keel process's cgroups were not removed"
+    assert host_cgroups_of_the_sandbox() == []

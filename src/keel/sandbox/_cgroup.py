@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 import uuid
 from contextlib import suppress
@@ -20,7 +21,8 @@ from ._types import MemoryLimit
 __all__ = ["RunCgroup"]
 
 ROOT = Path("/sys/fs/cgroup")
-RMDIR_SECONDS = 2.0  # killed processes leave their cgroup a moment after bubblewrap has reaped them
+RMDIR_SECONDS = 30.0  # killed processes leave their cgroup once reaped: moments, or seconds on a loaded host
+PREFIX = "keel-sandbox-"
 log = logging.getLogger("keel.sandbox")
 _warned: set[str] = set()
 
@@ -37,7 +39,9 @@ class RunCgroup:
         self.dirs: dict[str, Path] = {}  # controller ("pids", "memory") -> its directory
         self.version: int | None = None
         self.joined = False
-        name = f"keel-sandbox-{uuid.uuid4().hex[:12]}"
+        # The owner's pid is in the name, so a later execution can remove what a killed keel process left.
+        name = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        _sweep_orphans()
         limits = {"pids": {"pids.max": str(processes)}}
         v2_memory = {"memory.max": str(memory_bytes), "memory.swap.max": "0"}
         v1_memory = {"memory.limit_in_bytes": str(memory_bytes), "memory.memsw.limit_in_bytes": str(memory_bytes)}
@@ -106,12 +110,51 @@ class RunCgroup:
         return False
 
     def close(self) -> None:
-        """Remove the cgroups, waiting briefly for killed processes to leave them."""
+        """Kill whatever of the execution is still in the cgroups, then remove them once the kernel lets go.
+
+        A cgroup can be removed only when no process is left in it; under load, processes killed with the
+        sandbox take a while to be reaped, so this waits for that (bounded by `RMDIR_SECONDS`).
+        """
         deadline = time.monotonic() + RMDIR_SECONDS
         for path in set(self.dirs.values()):
             while not _rmdir(path) and time.monotonic() < deadline:
+                _kill_members(path)
                 time.sleep(0.01)  # polling a kernel state with a bounded deadline, not synchronising code
+            if path.exists():
+                log.warning("keel sandbox: cgroup %s still held processes after %.0f s", path, RMDIR_SECONDS)
         self.dirs = {}
+
+
+def _kill_members(path: Path) -> None:
+    """SIGKILL every process still in the cgroup (the sandbox is over; nothing in it may outlive it)."""
+    for pid in _read(path / "cgroup.procs").split():
+        with suppress(ProcessLookupError, PermissionError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def _sweep_orphans() -> None:
+    """Remove the empty cgroups of keel processes that died before they could (kill -9 mid-execution)."""
+    for root in (ROOT, ROOT / "memory", ROOT / "pids"):
+        try:
+            names = [n for n in os.listdir(root) if n.startswith(PREFIX)]
+        except OSError:
+            continue
+        for name in names:
+            owner = name[len(PREFIX) :].partition("-")[0]
+            if not owner.isdigit() or _alive(int(owner)):
+                continue
+            _kill_members(root / name)
+            _rmdir(root / name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _rmdir(path: Path) -> bool:
