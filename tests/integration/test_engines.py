@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from keel import Agent, Runtime, tool
 from keel.durable import DurableEngine, run_worker
@@ -16,11 +18,28 @@ from keel.events import RunEvent
 from keel.exceptions import UsageError
 from keel.models import ScriptedModel, ToolCall
 
+from .conftest import PG_ADMIN
 
-@pytest.fixture
-def two_urls(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    yield f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
-    DurableEngine.close()
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two databases: SQLite files, or a SQLite file and a PostgreSQL database as the second."""
+    url_a = f"sqlite:///{tmp_path / 'a.db'}"
+    if request.param == "sqlite":
+        yield url_a, f"sqlite:///{tmp_path / 'b.db'}"
+        DurableEngine.close()
+        return
+    name = f"keel_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url_a, f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        DurableEngine.close()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def calc(name: str = "calc") -> Agent:
