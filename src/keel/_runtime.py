@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import sqlite3
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._loop import run_loop
+from ._observers import Observer, add_observer, fan_out
 from ._seam import RunResult, RunStatus, Suspend
 from ._validate import reject_nul
 from .events import RunEvent
@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from .durable import Approval, DurableEngine, RunRecord
 
 __all__ = ["Runtime", "check_database", "new_run_id"]
-
-log = logging.getLogger("keel")
-
 
 _random = random.Random(int.from_bytes(os.urandom(16), "big"))
 
@@ -111,7 +108,8 @@ class Runtime:
     Args:
         database_url: a SQLite or PostgreSQL URL for durable runs, or ``memory`` for runs that keep
             nothing; default ``KEEL_DATABASE_URL`` (``sqlite:///.keel/keel.db``).
-        observers: called with every `RunEvent` of every run.
+        observers: called with every `RunEvent` of the runs of this runtime (`observe` registers one for
+            every run of the process).
         create: create the database when it does not exist (default); False raises `ConfigError` instead.
     """
 
@@ -149,17 +147,19 @@ class Runtime:
         """A runtime that keeps nothing: for tests and throwaway runs."""
         return cls("memory")
 
+    @staticmethod
+    def observe(observer: Observer) -> Callable[[], None]:
+        """Send every `RunEvent` of every run this process executes to `observer`, in memory or durable.
+
+        Runs started here and runs a worker here takes from the queue alike; tracing, say.
+
+        Returns:
+            a function that stops sending events to `observer`.
+        """
+        return add_observer(observer)
+
     def _emitter(self, on_event: Callable[[RunEvent], None] | None) -> Callable[[RunEvent], None]:
-        sinks = [*self.observers, *([on_event] if on_event else [])]
-
-        def emit(event: RunEvent) -> None:
-            for sink in sinks:
-                try:
-                    sink(event)
-                except Exception:  # an observer must never break a run
-                    log.exception("observer %r failed on %s", sink, event.kind)
-
-        return emit
+        return fan_out([*self.observers, *([on_event] if on_event else [])])
 
     async def run(
         self,

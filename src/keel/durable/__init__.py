@@ -1,7 +1,7 @@
 """Durable execution: the only package that imports `dbos`."""
 
 from ..storage import Approval, RunRecord, Store
-from ._engine import QUEUE, DurableEngine, add_observer, make_engine, register_agent, run_worker
+from ._engine import QUEUE, DurableEngine, add_observer, make_engine, register_agent, remove_observer, run_worker
 
 __all__ = [
     "QUEUE",
@@ -12,5 +12,6 @@ __all__ = [
     "add_observer",
     "make_engine",
     "register_agent",
+    "remove_observer",
     "run_worker",
 ]

@@ -24,9 +24,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
-from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions, SetWorkflowID
+from dbos import (
+    DBOS,
+    DBOSClient,
+    DBOSConfig,
+    DBOSPortableJSONSerializer,
+    EnqueueOptions,
+    SetEnqueueOptions,
+    SetWorkflowID,
+)
 
 from .._loop import run_loop
+from .._observers import add_observer, fan_out, remove_observer
 from .._seam import RunResult, StepConflict
 from ..events import RunEvent
 from ..exceptions import ConfigError, UsageError
@@ -42,7 +51,7 @@ from ._writer import make_writer
 if TYPE_CHECKING:
     from .._loop import LoopAgent as Agent  # what the engine reads of an agent; `keel.Agent` is one
 
-__all__ = ["QUEUE", "DurableEngine", "add_observer", "make_engine", "register_agent"]
+__all__ = ["QUEUE", "DurableEngine", "add_observer", "make_engine", "register_agent", "remove_observer"]
 
 log = logging.getLogger("keel.durable")
 T = TypeVar("T")
@@ -62,37 +71,9 @@ DEAD_AFTER_SECONDS = 30.0
 _AGENTS: dict[str, Agent] = {}
 
 
-_OBSERVERS: list[Callable[[RunEvent], None]] = []
-
-
-def add_observer(observer: Callable[[RunEvent], None]) -> None:
-    """Send every `RunEvent` of the segments this process runs from the queue to `observer` (tracing, say)."""
-    _OBSERVERS.append(observer)
-
-
-def _observed(emit: Callable[[RunEvent], None]) -> Callable[[RunEvent], None]:
-    """`emit`, and the process's observers too when there are any (none: no cost)."""
-    if not _OBSERVERS:
-        return emit
-    sinks = [emit, *_OBSERVERS]
-
-    def fan_out(event: RunEvent) -> None:
-        for sink in sinks:
-            try:
-                sink(event)
-            except Exception:  # an observer must never break a run
-                log.exception("observer %r failed on %s", sink, event.kind)
-
-    return fan_out
-
-
 def register_agent(agent: Agent) -> None:
     """Make `agent` runnable by segments executed in this process, by its name."""
     _AGENTS[agent.name] = agent
-
-
-def _noop(event: RunEvent) -> None:
-    return None
 
 
 def off_loop(fn: Callable[[], T]) -> T:
@@ -111,11 +92,16 @@ def segment_id(run_id: str, segment: int) -> str:
 
 
 async def carry(
-    run_id: str, segment: int, emit: Callable[[RunEvent], None], fresh: RunRecord | None = None
+    engine: DurableEngine,
+    run_id: str,
+    segment: int,
+    emit: Callable[[RunEvent], None],
+    fresh: RunRecord | None = None,
 ) -> tuple[dict[str, Any], RunResult | None]:
     """Carry a run forward by one segment in this process: replay its journal, then go on.
 
     Args:
+        engine: the engine on the run's database.
         run_id: the run.
         segment: the segment to carry; a run whose index names another segment is left alone.
         emit: receives the run's events.
@@ -125,7 +111,6 @@ async def carry(
     Returns:
         a JSON-ready summary, and the full result when this segment ran the loop.
     """
-    engine = await DurableEngine.launched()
     store = engine.store
     record = fresh or store.get_run(run_id)
     if record is None:
@@ -157,12 +142,17 @@ async def carry(
 @DBOS.workflow(name="keel.segment")
 async def _segment(run_id: str, segment: int) -> dict[str, Any]:
     """A segment taken from the queue by a worker."""
-    summary, _ = await carry(run_id, segment, _observed(_noop))
+    summary, _ = await carry(await DurableEngine.launched(), run_id, segment, fan_out([]))
     return summary
 
 
 class DurableEngine:
-    """DBOS, launched once per process on one database, plus keel's store and worker heartbeat.
+    """keel's store, worker heartbeat and run queue on one database; one engine per database URL in a process.
+
+    DBOS is a process global: the first engine launched in a process (and every worker) runs DBOS on its
+    database, which executes segments taken from the queue there. An engine on any other database reaches
+    that database's queue through a DBOS client, so a process can run, queue, decide and inspect runs on
+    several databases at once; only a worker, which executes queued segments, needs DBOS on its own.
 
     Args:
         url: the database URL.
@@ -170,9 +160,12 @@ class DurableEngine:
         application_version: pinned on every segment; only processes of the same version recover it.
         worker: listen to the run queue (a worker) rather than run only this process's own runs.
         concurrency: segments a worker runs at once.
+        launch: run DBOS on this database (False: reach its queue through a client).
     """
 
     _current: ClassVar[DurableEngine | None] = None
+    """The engine that runs DBOS in this process."""
+    _engines: ClassVar[dict[str, DurableEngine]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
     _ready: ClassVar[threading.Event] = threading.Event()
 
@@ -184,6 +177,7 @@ class DurableEngine:
         application_version: str,
         worker: bool = False,
         concurrency: int = 100,
+        launch: bool = True,
     ) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -201,6 +195,22 @@ class DurableEngine:
         # that no sweeper takes this process for the dead one it replaces and hands those runs out too.
         self._info = {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker}
         self.store.heartbeat(self.worker_id, self._info)
+        self.client: DBOSClient | None = None
+        if launch:
+            self.queue = self._launch(application_version, concurrency)
+        else:
+            self.client = DBOSClient(
+                system_database_engine=self.engine,
+                serializer=DBOSPortableJSONSerializer(),
+                application_name="keel",
+            )
+            # The client never creates DBOS's tables; a database no worker has opened yet needs them.
+            self.client._sys_db.run_migrations()
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat_loop, name="keel-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _launch(self, application_version: str, concurrency: int) -> Any:
         config: DBOSConfig = {
             "name": "keel",
             "system_database_url": self.engine.url.render_as_string(hide_password=False),
@@ -211,41 +221,56 @@ class DurableEngine:
             "log_level": "WARNING",
         }
         DBOS(config=config)
-        DBOS.listen_queues([QUEUE] if worker else [])
+        DBOS.listen_queues([QUEUE] if self.is_worker else [])
         DBOS.launch()
         # DBOS keeps one queue configuration in the database for every process: only a worker sets it, so a
         # process that merely queues runs does not reset the workers' concurrency to its own default.
-        self.queue = DBOS.register_queue(
+        return DBOS.register_queue(
             QUEUE,
             worker_concurrency=concurrency,
             polling_interval_sec=0.2,
-            on_conflict="always_update" if worker else "never_update",
+            on_conflict="always_update" if self.is_worker else "never_update",
         )
-        self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat_loop, name="keel-heartbeat", daemon=True)
-        self._beat.start()
 
     @classmethod
     def for_url(cls, url: str, **kwargs: Any) -> DurableEngine:
-        """The process's engine on `url`, launching (or relaunching on another database) as needed."""
+        """The process's engine on `url`, launching it as needed; engines on other databases keep running.
+
+        Settings in `kwargs` replace an engine already running on `url` with one that has them.
+
+        Raises:
+            UsageError: a worker is asked for on a database other than the one DBOS runs on in this process.
+        """
         with cls._lock:
+            existing = cls._engines.get(url)
+            if existing is not None and not kwargs:
+                return existing
             current = cls._current
-            if current is not None and current.url == url and not kwargs:
-                return current
-            if current is not None:
-                current.shutdown()
+            if kwargs.get("worker") and current is not None and current.url != url:
+                raise UsageError(
+                    f"cannot serve the run queue of {url} in this process: DBOS runs one database per process "
+                    f"and runs on {current.url} here; start the worker for {url} in its own process "
+                    f"(`keel worker --db {url} ...`), or call DurableEngine.close() first, which stops "
+                    f"the engine on {current.url}"
+                )
+            if existing is not None:
+                existing._stop_engine()  # the same database with other settings
             from ..config import settings
 
             s = settings()
             kwargs.setdefault("worker_id", s.worker_id)
             kwargs.setdefault("application_version", s.application_version)
-            cls._current = off_loop(lambda: cls(url, **kwargs))
-            cls._ready.set()
-            return cls._current
+            launch = cls._current is None
+            engine = off_loop(lambda: cls(url, launch=launch, **kwargs))
+            cls._engines[url] = engine
+            if launch:
+                cls._current = engine
+                cls._ready.set()
+            return engine
 
     @classmethod
     def current(cls) -> DurableEngine:
-        """The launched engine.
+        """The engine that runs DBOS in this process.
 
         Raises:
             UsageError: no engine has been launched in this process.
@@ -256,7 +281,7 @@ class DurableEngine:
 
     @classmethod
     async def launched(cls) -> DurableEngine:
-        """The engine, waiting while it launches: DBOS starts handing out queued segments before that ends.
+        """The engine running DBOS, waiting while it launches: DBOS hands out queued segments before that ends.
 
         Raises:
             UsageError: no engine has been launched in this process.
@@ -267,21 +292,34 @@ class DurableEngine:
 
     @classmethod
     def close(cls) -> None:
-        """Shut down this process's engine, if one runs."""
+        """Shut down every engine of this process, the one running DBOS last."""
         with cls._lock:
-            if cls._current is not None:
-                cls._current.shutdown()
+            for engine in sorted(cls._engines.values(), key=lambda e: e is cls._current):
+                engine._stop_engine()
 
     def shutdown(self) -> None:
-        """Stop the heartbeat and DBOS, and release the database."""
+        """Stop the heartbeat and DBOS (or the client), and release the database; other engines keep running."""
+        with DurableEngine._lock:
+            self._stop_engine()
+
+    @property
+    def _dbos(self) -> Any:
+        """What manages this database's segments: DBOS itself, or the client when DBOS runs elsewhere."""
+        return DBOS if self.client is None else self.client
+
+    def _stop_engine(self) -> None:
         self._stop.set()
         self._beat.join(timeout=5)
-        off_loop(lambda: DBOS.destroy(destroy_registry=False))
-        self.writer.close()
-        self.engine.dispose()
-        if DurableEngine._current is self:
+        if self.client is not None:
+            self.client.destroy()
+        elif DurableEngine._current is self:
+            off_loop(lambda: DBOS.destroy(destroy_registry=False))
             DurableEngine._ready.clear()
             DurableEngine._current = None
+        self.writer.close()
+        self.engine.dispose()
+        if DurableEngine._engines.get(self.url) is self:
+            del DurableEngine._engines[self.url]
 
     # -- heartbeat and sweeping ----------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -315,7 +353,7 @@ class DurableEngine:
             # (and none stays pending for ever: those of runs it finished just before it died, for one).
             held = self._held_segments(worker_id)
             if held:
-                off_loop(functools.partial(DBOS.cancel_workflows, sorted(held)))
+                off_loop(functools.partial(self._dbos.cancel_workflows, sorted(held)))
             for record in self.store.list_runs(status="running", limit=10_000):
                 if record.worker == worker_id or segment_id(record.run_id, record.segment) in held:
                     self._cancel_segment(record)
@@ -371,7 +409,7 @@ class DurableEngine:
         found: dict[str, str] = {}
         for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
             listed = off_loop(
-                lambda chunk=chunk: DBOS.list_workflows(  # type: ignore[misc]
+                lambda chunk=chunk: self._dbos.list_workflows(  # type: ignore[misc]
                     workflow_ids=chunk, load_input=False, load_output=False
                 )
             )
@@ -385,7 +423,7 @@ class DurableEngine:
     def _held_segments(self, worker_id: str) -> set[str]:
         """The ids of the segments a worker had dequeued (DBOS: PENDING on its executor id) and not finished."""
         found = off_loop(
-            lambda: DBOS.list_workflows(
+            lambda: self._dbos.list_workflows(
                 status="PENDING", executor_id=worker_id, name="keel.segment", load_input=False, load_output=False
             )
         )
@@ -393,7 +431,7 @@ class DurableEngine:
 
     def _cancel_segment(self, record: RunRecord) -> None:
         try:
-            off_loop(lambda: DBOS.cancel_workflow(segment_id(record.run_id, record.segment)))
+            off_loop(lambda: self._dbos.cancel_workflow(segment_id(record.run_id, record.segment)))
         except Exception:  # already finished or never started: nothing to cancel
             log.debug("could not cancel segment %s of %s", record.segment, record.run_id)
 
@@ -466,6 +504,17 @@ class DurableEngine:
         # Every segment goes to workers of the version that started the run, whoever queues it (a
         # person's decision, a sweeper of another version): their code replays its journal.
         version = self.store.run_version(run_id) or self.store.app_version
+
+        if self.client is not None:
+            options: EnqueueOptions = {
+                "queue_name": QUEUE,
+                "workflow_name": "keel.segment",
+                "workflow_id": segment_id(run_id, segment),
+            }
+            if version is not None:
+                options["app_version"] = version
+            self.client.enqueue(options, run_id, segment)
+            return
 
         def enqueue() -> None:
             with SetWorkflowID(segment_id(run_id, segment)), SetEnqueueOptions(app_version=version):
@@ -558,7 +607,7 @@ class DurableEngine:
     ) -> RunResult:
         # In this process the segment runs directly: the journal and the run index make it durable, and
         # if this process dies the sweeper (or `keel runs resume`) hands the run to a worker's queue.
-        summary, result = await carry(run_id, segment, emit, fresh)
+        summary, result = await carry(self, run_id, segment, emit, fresh)
         if result is not None:
             return result
         if summary.get("status") in ("stale", "missing", "handed_back"):
@@ -579,13 +628,19 @@ class DurableEngine:
             if record.status not in ("queued", "running"):
                 return self.result(run_id, agent)
             workflow = segment_id(run_id, record.segment)
-            if await DBOS.get_workflow_status_async(workflow) is not None:
-                handle: Any = await DBOS.retrieve_workflow_async(workflow)
+            if await self._segment_known(workflow):
+                handle: Any = await self._dbos.retrieve_workflow_async(workflow)
                 await handle.get_result()  # a queued segment: DBOS says when it ends
             else:
                 # the segment runs inside some process, outside DBOS: watch the run index
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
+
+    async def _segment_known(self, workflow: str) -> bool:
+        if self.client is None:
+            return await DBOS.get_workflow_status_async(workflow) is not None
+        listed = await self.client.list_workflows_async(workflow_ids=[workflow], load_input=False, load_output=False)
+        return bool(listed)
 
     def cancel(self, run_id: str) -> RunRecord:
         """Cancel a run that has not finished; its state so far is kept.
@@ -633,7 +688,7 @@ class DurableEngine:
         removed = self.store.delete_runs_before(time.time() - older_than)
         ids = [segment_id(run_id, s) for run_id, last in removed for s in range(last + 1)]
         for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
-            off_loop(lambda chunk=chunk: DBOS.delete_workflows(chunk))  # type: ignore[misc]
+            off_loop(lambda chunk=chunk: self._dbos.delete_workflows(chunk))  # type: ignore[misc]
         return [run_id for run_id, _ in removed]
 
     def result(self, run_id: str, agent: Agent | None = None) -> RunResult:

@@ -52,7 +52,7 @@ def serve(
 
     provider = None
     if trace:
-        from ..durable import add_observer
+        from .._runtime import Runtime
 
         try:
             from ..observe.tracing import RunTracer, configure_tracing
@@ -60,7 +60,7 @@ def serve(
             raise ConfigError(f"--trace needs the otel extra: pip install 'keel[otel]' ({exc})") from None
 
         provider = configure_tracing("console" if trace == "console" else "otlp")
-        add_observer(RunTracer(provider))
+        Runtime.observe(RunTracer(provider))  # every run of this process: the API's and the worker's
     stop = threading.Event()
     launched = threading.Event()
     failures: list[BaseException] = []
