@@ -46,7 +46,7 @@ from .messages import (
 )
 from .models._base import request_number
 from .planning import Planner, PlanningFailed
-from .policies import Decision, Policy, PolicyContext, Where, redact
+from .policies import Decision, PolicyContext, Where, consult, redact
 from .policies.approvals import arguments_hash
 from .tools import Tool, ToolArgumentsError, ToolContext
 
@@ -119,6 +119,7 @@ class _Run:
         self.usage = Usage()
         self.step = 0
         self.withheld: str | None = None  # why every tool was withheld from a request, once one was
+        self.states: dict[int, dict[str, Any]] = {}  # each policy's state of this run, dropped with the run
         self.planner = Planner(agent, self.event) if agent.planning == "explicit" else None
         self.event("run_started", agent=agent.name, task=task, model=agent.model.name, tenant=metadata.get("tenant"))
         self.hidden(hidden, None)
@@ -174,6 +175,7 @@ class _Run:
             agent.tools_by_name,
             agent.model,
             self.steps,
+            states=self.states,
         )
 
     async def ended(self, status: str) -> None:
@@ -187,6 +189,7 @@ class _Run:
             self.run_id, agent.name, self.step, self.messages, self.usage, self.metadata, agent.tools_by_name
         )
         for policy in agent.policies:
+            ctx.state = self.states.setdefault(id(policy), {})
             try:
                 await policy.after_run(ctx, status)
             except Exception:  # an observer must never change how the run ended
@@ -222,11 +225,9 @@ class _Run:
         for policy, reason in redactions:
             self.event("policy_decision", policy=policy, action="modify", reason=reason, tool=tool)
 
-    def decided(self, decision: Decision, policy: Policy, tool: str | None) -> Decision:
-        if not decision.policy:
-            decision = dataclasses.replace(decision, policy=policy.name)
+    def announce(self, decision: Decision, tool: str | None = None) -> None:
+        """Tell the observers what a policy decided (anything but `allow`)."""
         self.event("policy_decision", policy=decision.policy, action=decision.action, reason=decision.reason, tool=tool)
-        return decision
 
     async def loop(self) -> RunResult:
         agent, rejections = self.agent, 0
@@ -248,16 +249,7 @@ class _Run:
             if self.planner is not None:
                 offered = self.planner.offer(offered)
             response = await self.ask_model(offered)
-            for policy in agent.policies:
-                decision = await policy.after_model(ctx, response)
-                if decision.action == "allow":
-                    continue
-                decision = self.decided(decision, policy, None)
-                if decision.action == "modify" and decision.content is not None:
-                    message = dataclasses.replace(response.message, content=decision.content)
-                    response = dataclasses.replace(response, message=message)
-                else:
-                    self.note(await self.objection(decision))
+            response = await consult("after_model", agent.policies, ctx, response, self.after_model, self.announce)
 
             verdict = validate(response.message, agent, {s["name"] for s in offered})
             self.messages.append(response.message)
@@ -320,26 +312,36 @@ class _Run:
             raise _Stop("failed", str(failed), failed.kind) from None
 
     async def before_model(self, ctx: PolicyContext) -> list[dict[str, Any]]:
-        offered = self.agent.tool_specs
-        for policy in self.agent.policies:
-            decision = await policy.before_model(ctx)
-            if decision.action == "allow":
-                continue
-            decision = self.decided(decision, policy, None)
-            if decision.action == "modify" and (decision.tools is not None or decision.content is not None):
-                if decision.tools is not None:
-                    allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
-                    kept = [s for s in offered if s["name"] in allowed]
-                    # none of the agent's tools left: the run can no longer end as plain success
-                    if not any(s["name"] in self.agent.tools_by_name for s in kept) and len(kept) < len(offered):
-                        self.withheld = f"{decision.policy}: {decision.reason}"
-                        self.event("tools_withheld", policy=decision.policy, reason=decision.reason)
-                    offered = kept
-                if decision.content is not None:
-                    self.replace_last_user(decision.content)
-            elif decision.action != "modify":
-                self.note(await self.objection(decision))
+        """The tools to offer in the next request, as the policies leave them."""
+        agent = self.agent
+        return await consult("before_model", agent.policies, ctx, agent.tool_specs, self.offer, self.announce)
+
+    async def offer(self, decision: Decision, offered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Apply one decision before a request: narrow the tools, replace the task, ask a person, or end."""
+        if decision.action != "modify":
+            self.note(await self.objection(decision))
+            return offered
+        if decision.tools is not None:
+            allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
+            kept = [s for s in offered if s["name"] in allowed]
+            # none of the agent's tools left: the run can no longer end as plain success
+            if not any(s["name"] in self.agent.tools_by_name for s in kept) and len(kept) < len(offered):
+                self.withheld = f"{decision.policy}: {decision.reason}"
+                self.event("tools_withheld", policy=decision.policy, reason=decision.reason)
+            offered = kept
+        if decision.content is not None:
+            self.replace_last_user(decision.content)
         return offered
+
+    async def after_model(self, decision: Decision, response: ModelResponse) -> ModelResponse:
+        """Apply one decision on a response: replace its text, ask a person, or end the run."""
+        if decision.action != "modify":
+            self.note(await self.objection(decision))
+        elif decision.content is not None:
+            response = dataclasses.replace(
+                response, message=dataclasses.replace(response.message, content=decision.content)
+            )
+        return response
 
     async def objection(self, decision: Decision, pending: ToolMessage | None = None) -> str | None:
         """Act on a deny/stop/pause: deny and stop end the run; pause asks a person and returns their note."""
@@ -477,23 +479,30 @@ class _Run:
             return ToolMessage(call.id, call.name, text, is_error=True, rejected=True)
 
         pause: Decision | None = None
-        for policy in self.agent.policies:
-            decision = await policy.before_tool(ctx, call, tool)
-            if decision.action == "allow":
-                continue
-            decision = self.decided(decision, policy, call.name)
+
+        async def apply(decision: Decision, call: ToolCall | ToolMessage) -> ToolCall | ToolMessage:
+            nonlocal kwargs, pause
+            assert isinstance(call, ToolCall)  # consult asks no further once the call is refused
             if decision.action == "modify" and decision.arguments is not None:
                 try:
                     kwargs = tool.validate(decision.arguments)
                 except ToolArgumentsError as exc:
-                    return refused(f"denied: {policy.name} changed the arguments into invalid ones: {exc}")
-                call = ToolCall(call.name, decision.arguments, call.id)
-            elif decision.action == "deny":
+                    return refused(f"denied: {decision.policy} changed the arguments into invalid ones: {exc}")
+                return ToolCall(call.name, decision.arguments, call.id)
+            if decision.action == "deny":
                 return refused(f"denied: {decision.reason}")
-            elif decision.action == "stop":
+            if decision.action == "stop":
                 await self.objection(decision, refused(f"not run: {decision.reason}"))
-            elif decision.action == "pause" and pause is None:
+            if decision.action == "pause" and pause is None:
                 pause = decision
+            return call
+
+        announce = functools.partial(self.announce, tool=call.name)
+        asked: ToolCall | ToolMessage = call
+        decided = await consult("before_tool", self.agent.policies, ctx, asked, apply, announce, tool=tool)
+        if isinstance(decided, ToolMessage):
+            return decided
+        call = decided
         if pause is None:
             return call, kwargs
         # the person approves the validated arguments: exactly what the tool will receive
@@ -523,20 +532,17 @@ class _Run:
 
     async def after_tool(self, ctx: PolicyContext, call: ToolCall, result: ToolMessage) -> ToolMessage:
         """Every policy sees the result before the model does: redact, withhold, or ask a person."""
-        for policy in self.agent.policies:
-            decision = await policy.after_tool(ctx, call, result)
-            if decision.action == "allow":
-                continue
-            decision = self.decided(decision, policy, call.name)
-            if decision.action == "modify" and decision.content is not None:
-                result = dataclasses.replace(result, content=decision.content)
-            elif decision.action == "deny":
-                result = ToolMessage(call.id, call.name, f"withheld: {decision.reason}", is_error=True)
-            else:
-                said = await self.objection(decision, result)
-                if said:
-                    result = dataclasses.replace(result, content=f"{result.content}\n{said}")
-        return result
+
+        async def apply(decision: Decision, result: ToolMessage) -> ToolMessage:
+            if decision.action == "modify":
+                return result if decision.content is None else dataclasses.replace(result, content=decision.content)
+            if decision.action == "deny":
+                return ToolMessage(call.id, call.name, f"withheld: {decision.reason}", is_error=True)
+            said = await self.objection(decision, result)
+            return dataclasses.replace(result, content=f"{result.content}\n{said}") if said else result
+
+        announce = functools.partial(self.announce, tool=call.name)
+        return await consult("after_tool", self.agent.policies, ctx, result, apply, announce, call=call)
 
     async def approve(self, call: ToolCall, pause: Decision) -> ToolCall | str:
         """Ask a person to approve this exact call; return the call to run, or why it will not run.

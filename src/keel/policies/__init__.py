@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._seam import policy_step
+from ._consult import Hook, consult
 
 if TYPE_CHECKING:
     from .._seam import StepRunner
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from ..models._base import Model
     from ..tools import Tool
 
-__all__ = ["Decision", "Policy", "PolicyContext", "Redaction", "Where", "redact"]
+__all__ = ["Decision", "Hook", "Policy", "PolicyContext", "Redaction", "Where", "consult", "redact"]
 
 Action = Literal["allow", "deny", "modify", "pause", "stop"]
 Where = Literal["task", "tool_results", "output"]
@@ -29,14 +30,45 @@ Where = Literal["task", "tool_results", "output"]
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What a policy decided.
+    """What a policy decided, and what the loop does with it at each hook.
+
+    `allow` lets the turn go on unchanged at every hook. The others:
+
+    ``before_model`` (before each request; planning requests too)
+        - `deny`, `stop`: the run ends ``failed`` (``error_type`` from `stop`'s `kind`, else ``PolicyStop``).
+        - `modify`: `tools` narrows the tools offered in this request (when none of the agent's own tools
+          is left, the run can no longer end ``done``: a final answer ends it ``failed``/``ToolsWithheld``);
+          `content` replaces the latest user message. Neither: only announced.
+        - `pause`: the run waits for a person; their note goes to the model as a user message, or they
+          end the run ``failed``.
+
+    ``after_model`` (on each response, before any of its tool calls is considered)
+        - `deny`, `stop`: the run ends ``failed``, as above.
+        - `modify`: `content` replaces the response's text. Without it: only announced.
+        - `pause`: as in ``before_model``.
+
+    ``before_tool`` (on each validated call, before it runs)
+        - `deny`: the call does not run; the model gets ``denied: <reason>`` as the call's error result,
+          and the later policies are not asked.
+        - `modify`: `arguments` replace the call's (validated again; invalid ones refuse the call).
+          Without them: only announced.
+        - `pause`: once every policy has decided, a person approves, edits or rejects this exact call
+          (the first pause's reason and `meta`, an expiry say, go with the request).
+        - `stop`: the run ends ``failed`` and the call does not run (``not run: <reason>``).
+
+    ``after_tool`` (on each result, before the model sees it)
+        - `deny`: the result is withheld: the model gets ``withheld: <reason>`` as an error result, and
+          the later policies see that instead.
+        - `modify`: `content` replaces the result's text. Without it: only announced.
+        - `pause`: a person reviews the result; their note is added to it, or they end the run ``failed``.
+        - `stop`: the run ends ``failed``, the result kept in its messages.
 
     Attributes:
-        action: `allow`; `deny` (the model sees `reason` instead of the result); `modify` (use
-            `arguments` or `content` instead); `pause` (wait for a person); `stop` (end the run).
-        reason: why; shown to the model on deny, recorded in events always.
+        action: `allow`, `deny`, `modify`, `pause` or `stop`, meaning the above.
+        reason: why; shown to the model on a tool's deny, recorded in events always.
         arguments: replacement tool arguments, for `modify` in `before_tool`.
-        content: replacement tool result text, for `modify` in `after_tool`.
+        content: replacement text, for `modify` in `before_model` (the latest user message),
+            `after_model` (the response) and `after_tool` (the result).
         tools: the only tools to offer in this request, for `modify` in `before_model` (an empty list
             leaves the model only the final answer or giving up).
         policy: the deciding policy's name (filled in by the loop).
@@ -58,7 +90,7 @@ class Decision:
 
     @classmethod
     def deny(cls, reason: str) -> Decision:
-        """Refuse the action; the model is told `reason`."""
+        """Refuse: a call does not run, a result is withheld (the model is told `reason`), a request ends the run."""
         return cls("deny", reason)
 
     @classmethod
@@ -101,6 +133,10 @@ class PolicyContext:
         tools: the agent's tools by name.
         model: the agent's model (a policy may price or count tokens with it, inside `effect`).
         steps: the run's step seam, used by `effect`; None outside a run.
+        state: the deciding policy's own state for this run, a dict it may keep anything in. The run
+            creates it when it starts and drops it when it ends (or its segment does: a resumed run
+            replays from its first step, so a policy rebuilds it as before). Never shared between runs.
+        states: every policy's state of this run, by policy; the loop's, for `consult`.
     """
 
     run_id: str
@@ -112,6 +148,8 @@ class PolicyContext:
     tools: Mapping[str, Tool] = field(default_factory=dict)
     model: Model | None = None
     steps: StepRunner | None = field(default=None, repr=False)
+    state: dict[str, Any] = field(default_factory=dict, repr=False)
+    states: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     async def effect(self, name: str, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         """Run `fn` (reading a clock, a shared counter, a database) as a durable step of the run.
