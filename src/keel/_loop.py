@@ -84,10 +84,15 @@ async def run_loop(
 ) -> RunResult:
     """Run `agent` on `task` until it finishes, gives up, hits a limit or waits for a person."""
     run = _Run(agent, task, steps, emit, metadata or {})
-    result = await _drive(run)
-    if result.status in ("done", "failed"):
-        await run.ended(result.status)
-    return result
+    try:
+        result = await _drive(run)
+        if result.status in ("done", "failed"):
+            await run.ended(result.status)
+        return result
+    finally:
+        for state in run.states.values():  # the policies' state of this run (or segment) ends with it
+            state.clear()
+        run.states.clear()
 
 
 async def _drive(run: _Run) -> RunResult:
