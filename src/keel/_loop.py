@@ -3,8 +3,9 @@
 Read it top to bottom: ask the policies, ask the model, validate what it said, let the policies decide
 on each tool call (a person too, when one must), run the tools (a failed tool's fallback is one more
 call through the same gate), repeat until a validated final answer, a give-up, a limit, or a pause.
-What the policies redact is redacted inside each step, before the journal keeps it. With explicit
-planning, a planning step comes first, and again after a step of the plan fails (`keel.planning`).
+What the policies redact is redacted inside each step, before the journal keeps it. Planning and
+agent memory join through the hooks of `keel._participant.Participant`, each called in one place:
+with explicit planning, a planning step comes first, and again after a step of the plan fails.
 Every model and tool call goes through `steps` (the step seam, declared in `keel._seam`); every
 observation goes out through `emit`, as a typed `keel.events.RunEvent` marked replayed when an earlier
 segment announced it already.
@@ -18,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._participant import Participant, RunEnds
 from ._seam import (
     MODEL,
     RunResult,
@@ -33,7 +35,7 @@ from ._tool_exec import ToolCrashed, model_step, tool_step
 from ._validate import validate
 from .events import EventKind, RunEvent
 from .exceptions import CallInterrupted
-from .memory._agent import recall_into_context, remember_run_facts
+from .memory._agent import MemoryParticipant
 from .memory.short_term import ShortTermMemory
 from .messages import (
     Message,
@@ -45,7 +47,7 @@ from .messages import (
     UserMessage,
 )
 from .models._base import request_number
-from .planning import Planner, PlanningFailed
+from .planning import Planner
 from .policies import Decision, PolicyContext, Where, consult, redact
 from .policies.approvals import arguments_hash
 from .tools import Tool, ToolArgumentsError, ToolContext
@@ -125,7 +127,9 @@ class _Run:
         self.step = 0
         self.withheld: str | None = None  # why every tool was withheld from a request, once one was
         self.states: dict[int, dict[str, Any]] = {}  # each policy's state of this run, dropped with the run
-        self.planner = Planner(agent, self.event) if agent.planning == "explicit" else None
+        self.parts: list[Participant] = [MemoryParticipant()] if agent.memory is not None else []
+        if agent.planning == "explicit":
+            self.parts.append(Planner(agent, self.event))
         self.event("run_started", agent=agent.name, task=task, model=agent.model.name, tenant=metadata.get("tenant"))
         self.hidden(hidden, None)
 
@@ -146,7 +150,7 @@ class _Run:
         self.event(
             "run_finished", status=status, error=error, error_type=kind, usage=self.usage.to_dict(), report=report
         )
-        plan = self.planner.snapshot() if self.planner is not None else None
+        plan = next((s for s in (p.snapshot() for p in self.parts) if s is not None), None)
         return RunResult(self.run_id, status, output, self.step, self.usage, self.messages, error, kind, plan, report)
 
     def report(self, error: str | None, kind: str | None) -> dict[str, Any]:
@@ -236,11 +240,14 @@ class _Run:
 
     async def loop(self) -> RunResult:
         agent, rejections = self.agent, 0
-        if agent.memory is not None:
-            await recall_into_context(self)
+        for part in self.parts:
+            await part.on_start(self)
         while True:
-            if self.planner is not None and self.planner.wanted:
-                await self.plan()  # before acting: a plan, or a new one after a step failed
+            try:
+                for part in self.parts:
+                    await part.before_turn(self)  # before acting: a plan, or a new one after a step failed
+            except RunEnds as ended:
+                raise _Stop("failed", str(ended), ended.kind) from None
             if self.step >= agent.max_steps:
                 raise _Stop(
                     "failed",
@@ -251,15 +258,16 @@ class _Run:
             self.step += 1
             ctx = self.context(self.messages)
             offered = await self.before_model(ctx)
-            if self.planner is not None:
-                offered = self.planner.offer(offered)
+            for part in self.parts:
+                offered = part.offer(offered)
             response = await self.ask_model(offered)
             response = await consult("after_model", agent.policies, ctx, response, self.after_model, self.announce)
 
             verdict = validate(response.message, agent, {s["name"] for s in offered})
             self.messages.append(response.message)
-            if verdict.progress and self.planner is not None:
-                self.messages.extend(self.planner.progress(verdict.progress))
+            if verdict.progress:
+                for part in self.parts:
+                    self.messages.extend(part.progress(verdict.progress))
             if verdict.feedback:
                 rejections += 1
                 self.messages.extend(verdict.feedback)
@@ -284,37 +292,41 @@ class _Run:
                     "ToolsWithheld",
                 )
             if verdict.is_final:
-                if agent.memory is not None:
-                    await remember_run_facts(self)
+                for part in self.parts:
+                    await part.on_final(self)
                 return self.finish("done", verdict.final)
             if verdict.give_up is not None:
                 return self.finish("failed", verdict.give_up, f"the agent gave up: {verdict.give_up}", "GaveUp")
             for index, (call, tool, kwargs) in enumerate(verdict.calls):
                 result = await self.handle_call(ctx, index, call, tool, kwargs)
                 self.messages.append(result)
-                if self.planner is not None:
-                    self.planner.observe(result)  # a step whose tool failed: plan again
+                for part in self.parts:
+                    part.observe(result)  # a step whose tool failed: plan again
 
-    async def plan(self) -> None:
-        """Planning steps: ask for a plan until one validates (or planning fails); no tool runs meanwhile."""
-        agent, planner = self.agent, self.planner
-        assert planner is not None
-        try:
-            while planner.wanted:
-                messages = planner.request(self.messages)
-                if self.step >= agent.max_steps:
-                    raise _Stop(
-                        "failed",
-                        f"the run reached max_steps={agent.max_steps} while planning; raise max_steps",
-                        "BudgetExceeded",
-                    )
-                self.step += 1
-                # budgets and pauses apply; the only tool offered is the plan's
-                await self.before_model(self.context(messages))
-                response = await self.ask_model([planner.spec], messages)
-                planner.answer(response.message)
-        except PlanningFailed as failed:
-            raise _Stop("failed", str(failed), failed.kind) from None
+    # What a participant may do (`keel._participant.RunView`).
+
+    def set_system(self, text: str) -> None:
+        self.messages[0] = SystemMessage(text)
+
+    def next_step(self) -> int:
+        self.step += 1
+        request_number.set(self.step)
+        return self.step
+
+    def add_usage(self, usage: Usage) -> None:
+        self.usage += usage
+
+    async def request(self, messages: list[Message], offered: list[dict[str, Any]], doing: str) -> ModelResponse:
+        agent = self.agent
+        if self.step >= agent.max_steps:
+            raise _Stop(
+                "failed",
+                f"the run reached max_steps={agent.max_steps} while {doing}; raise max_steps",
+                "BudgetExceeded",
+            )
+        self.step += 1
+        await self.before_model(self.context(messages))
+        return await self.ask_model(offered, messages)
 
     async def before_model(self, ctx: PolicyContext) -> list[dict[str, Any]]:
         """The tools to offer in the next request, as the policies leave them."""
@@ -397,7 +409,9 @@ class _Run:
 
     async def ask_model(self, offered: list[dict[str, Any]], messages: list[Message] | None = None) -> ModelResponse:
         if messages is None:  # an action request: the conversation, and the current plan if there is one
-            messages = list(self.messages) if self.planner is None else self.planner.context(self.messages)
+            messages = list(self.messages)
+            for part in self.parts:
+                messages = part.context(messages)
         self.event("model_request", messages=len(messages), tools=len(offered))
         request_number.set(self.step)
         step_fn = functools.partial(model_step, self.agent.model, self.memory, messages, offered)
