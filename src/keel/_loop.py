@@ -3,8 +3,9 @@
 Read it top to bottom: ask the policies, ask the model, validate what it said, let the policies decide
 on each tool call (a person too, when one must), run the tools (a failed tool's fallback is one more
 call through the same gate), repeat until a validated final answer, a give-up, a limit, or a pause.
-What the policies redact is redacted inside each step, before the journal keeps it. With explicit
-planning, a planning step comes first, and again after a step of the plan fails (`keel.planning`).
+What the policies redact is redacted inside each step, before the journal keeps it. Planning and
+agent memory join through the hooks of `keel._participant.Participant`, each called in one place:
+with explicit planning, a planning step comes first, and again after a step of the plan fails.
 Every model and tool call goes through `steps` (the step seam, declared in `keel._seam`); every
 observation goes out through `emit`, as a typed `keel.events.RunEvent` marked replayed when an earlier
 segment announced it already.
@@ -18,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._participant import Participant, RunEnds
 from ._seam import (
     MODEL,
     RunResult,
@@ -33,7 +35,7 @@ from ._tool_exec import ToolCrashed, model_step, tool_step
 from ._validate import validate
 from .events import EventKind, RunEvent
 from .exceptions import CallInterrupted
-from .memory._agent import AgentMemory, recall_into_context, remember_run_facts
+from .memory._agent import MemoryParticipant
 from .memory.short_term import ShortTermMemory
 from .messages import (
     Message,
@@ -45,13 +47,15 @@ from .messages import (
     UserMessage,
 )
 from .models._base import request_number
-from .planning import Planner, PlanningFailed
-from .policies import Decision, Policy, PolicyContext, Where, redact
+from .planning import Planner
+from .policies import Decision, PolicyContext, Where, consult, redact
 from .policies.approvals import arguments_hash
 from .tools import Tool, ToolArgumentsError, ToolContext
 
 if TYPE_CHECKING:
     from ._seam import AgentSpec
+    from .memory._agent import AgentMemory
+    from .policies import Policy
 
     LoopAgent = AgentSpec[Policy, AgentMemory]
     """What the loop reads of the agent it runs (`keel.Agent` is one)."""
@@ -87,10 +91,15 @@ async def run_loop(
 ) -> RunResult:
     """Run `agent` on `task` until it finishes, gives up, hits a limit or waits for a person."""
     run = _Run(agent, task, steps, emit, metadata or {})
-    result = await _drive(run)
-    if result.status in ("done", "failed"):
-        await run.ended(result.status)
-    return result
+    try:
+        result = await _drive(run)
+        if result.status in ("done", "failed"):
+            await run.ended(result.status)
+        return result
+    finally:
+        for state in run.states.values():  # the policies' state of this run (or segment) ends with it
+            state.clear()
+        run.states.clear()
 
 
 async def _drive(run: _Run) -> RunResult:
@@ -122,7 +131,10 @@ class _Run:
         self.usage = Usage()
         self.step = 0
         self.withheld: str | None = None  # why every tool was withheld from a request, once one was
-        self.planner = Planner(agent, self.event) if agent.planning == "explicit" else None
+        self.states: dict[int, dict[str, Any]] = {}  # each policy's state of this run, dropped with the run
+        self.parts: list[Participant] = [MemoryParticipant()] if agent.memory is not None else []
+        if agent.planning == "explicit":
+            self.parts.append(Planner(agent, self.event))
         self.event("run_started", agent=agent.name, task=task, model=agent.model.name, tenant=metadata.get("tenant"))
         self.hidden(hidden, None)
 
@@ -143,7 +155,7 @@ class _Run:
         self.event(
             "run_finished", status=status, error=error, error_type=kind, usage=self.usage.to_dict(), report=report
         )
-        plan = self.planner.snapshot() if self.planner is not None else None
+        plan = next((s for s in (p.snapshot() for p in self.parts) if s is not None), None)
         return RunResult(self.run_id, status, output, self.step, self.usage, self.messages, error, kind, plan, report)
 
     def report(self, error: str | None, kind: str | None) -> dict[str, Any]:
@@ -177,6 +189,7 @@ class _Run:
             agent.tools_by_name,
             agent.model,
             self.steps,
+            states=self.states,
         )
 
     async def ended(self, status: str) -> None:
@@ -190,6 +203,7 @@ class _Run:
             self.run_id, agent.name, self.step, self.messages, self.usage, self.metadata, agent.tools_by_name
         )
         for policy in agent.policies:
+            ctx.state = self.states.setdefault(id(policy), {})
             try:
                 await policy.after_run(ctx, status)
             except Exception:  # an observer must never change how the run ended
@@ -225,19 +239,20 @@ class _Run:
         for policy, reason in redactions:
             self.event("policy_decision", policy=policy, action="modify", reason=reason, tool=tool)
 
-    def decided(self, decision: Decision, policy: Policy, tool: str | None) -> Decision:
-        if not decision.policy:
-            decision = dataclasses.replace(decision, policy=policy.name)
+    def announce(self, decision: Decision, tool: str | None = None) -> None:
+        """Tell the observers what a policy decided (anything but `allow`)."""
         self.event("policy_decision", policy=decision.policy, action=decision.action, reason=decision.reason, tool=tool)
-        return decision
 
     async def loop(self) -> RunResult:
         agent, rejections = self.agent, 0
-        if agent.memory is not None:
-            await recall_into_context(self)
+        for part in self.parts:
+            await part.on_start(self)
         while True:
-            if self.planner is not None and self.planner.wanted:
-                await self.plan()  # before acting: a plan, or a new one after a step failed
+            try:
+                for part in self.parts:
+                    await part.before_turn(self)  # before acting: a plan, or a new one after a step failed
+            except RunEnds as ended:
+                raise _Stop("failed", str(ended), ended.kind) from None
             if self.step >= agent.max_steps:
                 raise _Stop(
                     "failed",
@@ -248,24 +263,16 @@ class _Run:
             self.step += 1
             ctx = self.context(self.messages)
             offered = await self.before_model(ctx)
-            if self.planner is not None:
-                offered = self.planner.offer(offered)
+            for part in self.parts:
+                offered = part.offer(offered)
             response = await self.ask_model(offered)
-            for policy in agent.policies:
-                decision = await policy.after_model(ctx, response)
-                if decision.action == "allow":
-                    continue
-                decision = self.decided(decision, policy, None)
-                if decision.action == "modify" and decision.content is not None:
-                    message = dataclasses.replace(response.message, content=decision.content)
-                    response = dataclasses.replace(response, message=message)
-                else:
-                    self.note(await self.objection(decision))
+            response = await consult("after_model", agent.policies, ctx, response, self.after_model, self.announce)
 
             verdict = validate(response.message, agent, {s["name"] for s in offered})
             self.messages.append(response.message)
-            if verdict.progress and self.planner is not None:
-                self.messages.extend(self.planner.progress(verdict.progress))
+            if verdict.progress:
+                for part in self.parts:
+                    self.messages.extend(part.progress(verdict.progress))
             if verdict.feedback:
                 rejections += 1
                 self.messages.extend(verdict.feedback)
@@ -290,59 +297,73 @@ class _Run:
                     "ToolsWithheld",
                 )
             if verdict.is_final:
-                if agent.memory is not None:
-                    await remember_run_facts(self)
+                for part in self.parts:
+                    await part.on_final(self)
                 return self.finish("done", verdict.final)
             if verdict.give_up is not None:
                 return self.finish("failed", verdict.give_up, f"the agent gave up: {verdict.give_up}", "GaveUp")
             for index, (call, tool, kwargs) in enumerate(verdict.calls):
                 result = await self.handle_call(ctx, index, call, tool, kwargs)
                 self.messages.append(result)
-                if self.planner is not None:
-                    self.planner.observe(result)  # a step whose tool failed: plan again
+                for part in self.parts:
+                    part.observe(result)  # a step whose tool failed: plan again
 
-    async def plan(self) -> None:
-        """Planning steps: ask for a plan until one validates (or planning fails); no tool runs meanwhile."""
-        agent, planner = self.agent, self.planner
-        assert planner is not None
-        try:
-            while planner.wanted:
-                messages = planner.request(self.messages)
-                if self.step >= agent.max_steps:
-                    raise _Stop(
-                        "failed",
-                        f"the run reached max_steps={agent.max_steps} while planning; raise max_steps",
-                        "BudgetExceeded",
-                    )
-                self.step += 1
-                # budgets and pauses apply; the only tool offered is the plan's
-                await self.before_model(self.context(messages))
-                response = await self.ask_model([planner.spec], messages)
-                planner.answer(response.message)
-        except PlanningFailed as failed:
-            raise _Stop("failed", str(failed), failed.kind) from None
+    # What a participant may do (`keel._participant.RunView`).
+
+    def set_system(self, text: str) -> None:
+        self.messages[0] = SystemMessage(text)
+
+    def next_step(self) -> int:
+        self.step += 1
+        request_number.set(self.step)
+        return self.step
+
+    def add_usage(self, usage: Usage) -> None:
+        self.usage += usage
+
+    async def request(self, messages: list[Message], offered: list[dict[str, Any]], doing: str) -> ModelResponse:
+        agent = self.agent
+        if self.step >= agent.max_steps:
+            raise _Stop(
+                "failed",
+                f"the run reached max_steps={agent.max_steps} while {doing}; raise max_steps",
+                "BudgetExceeded",
+            )
+        self.step += 1
+        await self.before_model(self.context(messages))
+        return await self.ask_model(offered, messages)
 
     async def before_model(self, ctx: PolicyContext) -> list[dict[str, Any]]:
-        offered = self.agent.tool_specs
-        for policy in self.agent.policies:
-            decision = await policy.before_model(ctx)
-            if decision.action == "allow":
-                continue
-            decision = self.decided(decision, policy, None)
-            if decision.action == "modify" and (decision.tools is not None or decision.content is not None):
-                if decision.tools is not None:
-                    allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
-                    kept = [s for s in offered if s["name"] in allowed]
-                    # none of the agent's tools left: the run can no longer end as plain success
-                    if not any(s["name"] in self.agent.tools_by_name for s in kept) and len(kept) < len(offered):
-                        self.withheld = f"{decision.policy}: {decision.reason}"
-                        self.event("tools_withheld", policy=decision.policy, reason=decision.reason)
-                    offered = kept
-                if decision.content is not None:
-                    self.replace_last_user(decision.content)
-            elif decision.action != "modify":
-                self.note(await self.objection(decision))
+        """The tools to offer in the next request, as the policies leave them."""
+        agent = self.agent
+        return await consult("before_model", agent.policies, ctx, agent.tool_specs, self.offer, self.announce)
+
+    async def offer(self, decision: Decision, offered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Apply one decision before a request: narrow the tools, replace the task, ask a person, or end."""
+        if decision.action != "modify":
+            self.note(await self.objection(decision))
+            return offered
+        if decision.tools is not None:
+            allowed = {*decision.tools, "give_up", "final_result", "final_answer"}
+            kept = [s for s in offered if s["name"] in allowed]
+            # none of the agent's tools left: the run can no longer end as plain success
+            if not any(s["name"] in self.agent.tools_by_name for s in kept) and len(kept) < len(offered):
+                self.withheld = f"{decision.policy}: {decision.reason}"
+                self.event("tools_withheld", policy=decision.policy, reason=decision.reason)
+            offered = kept
+        if decision.content is not None:
+            self.replace_last_user(decision.content)
         return offered
+
+    async def after_model(self, decision: Decision, response: ModelResponse) -> ModelResponse:
+        """Apply one decision on a response: replace its text, ask a person, or end the run."""
+        if decision.action != "modify":
+            self.note(await self.objection(decision))
+        elif decision.content is not None:
+            response = dataclasses.replace(
+                response, message=dataclasses.replace(response.message, content=decision.content)
+            )
+        return response
 
     async def objection(self, decision: Decision, pending: ToolMessage | None = None) -> str | None:
         """Act on a deny/stop/pause: deny and stop end the run; pause asks a person and returns their note."""
@@ -393,7 +414,9 @@ class _Run:
 
     async def ask_model(self, offered: list[dict[str, Any]], messages: list[Message] | None = None) -> ModelResponse:
         if messages is None:  # an action request: the conversation, and the current plan if there is one
-            messages = list(self.messages) if self.planner is None else self.planner.context(self.messages)
+            messages = list(self.messages)
+            for part in self.parts:
+                messages = part.context(messages)
         self.event("model_request", messages=len(messages), tools=len(offered))
         request_number.set(self.step)
         step_fn = functools.partial(model_step, self.agent.model, self.memory, messages, offered)
@@ -480,23 +503,30 @@ class _Run:
             return ToolMessage(call.id, call.name, text, is_error=True, rejected=True)
 
         pause: Decision | None = None
-        for policy in self.agent.policies:
-            decision = await policy.before_tool(ctx, call, tool)
-            if decision.action == "allow":
-                continue
-            decision = self.decided(decision, policy, call.name)
+
+        async def apply(decision: Decision, call: ToolCall | ToolMessage) -> ToolCall | ToolMessage:
+            nonlocal kwargs, pause
+            assert isinstance(call, ToolCall)  # consult asks no further once the call is refused
             if decision.action == "modify" and decision.arguments is not None:
                 try:
                     kwargs = tool.validate(decision.arguments)
                 except ToolArgumentsError as exc:
-                    return refused(f"denied: {policy.name} changed the arguments into invalid ones: {exc}")
-                call = ToolCall(call.name, decision.arguments, call.id)
-            elif decision.action == "deny":
+                    return refused(f"denied: {decision.policy} changed the arguments into invalid ones: {exc}")
+                return ToolCall(call.name, decision.arguments, call.id)
+            if decision.action == "deny":
                 return refused(f"denied: {decision.reason}")
-            elif decision.action == "stop":
+            if decision.action == "stop":
                 await self.objection(decision, refused(f"not run: {decision.reason}"))
-            elif decision.action == "pause" and pause is None:
+            if decision.action == "pause" and pause is None:
                 pause = decision
+            return call
+
+        announce = functools.partial(self.announce, tool=call.name)
+        asked: ToolCall | ToolMessage = call
+        decided = await consult("before_tool", self.agent.policies, ctx, asked, apply, announce, tool=tool)
+        if isinstance(decided, ToolMessage):
+            return decided
+        call = decided
         if pause is None:
             return call, kwargs
         # the person approves the validated arguments: exactly what the tool will receive
@@ -526,20 +556,17 @@ class _Run:
 
     async def after_tool(self, ctx: PolicyContext, call: ToolCall, result: ToolMessage) -> ToolMessage:
         """Every policy sees the result before the model does: redact, withhold, or ask a person."""
-        for policy in self.agent.policies:
-            decision = await policy.after_tool(ctx, call, result)
-            if decision.action == "allow":
-                continue
-            decision = self.decided(decision, policy, call.name)
-            if decision.action == "modify" and decision.content is not None:
-                result = dataclasses.replace(result, content=decision.content)
-            elif decision.action == "deny":
-                result = ToolMessage(call.id, call.name, f"withheld: {decision.reason}", is_error=True)
-            else:
-                said = await self.objection(decision, result)
-                if said:
-                    result = dataclasses.replace(result, content=f"{result.content}\n{said}")
-        return result
+
+        async def apply(decision: Decision, result: ToolMessage) -> ToolMessage:
+            if decision.action == "modify":
+                return result if decision.content is None else dataclasses.replace(result, content=decision.content)
+            if decision.action == "deny":
+                return ToolMessage(call.id, call.name, f"withheld: {decision.reason}", is_error=True)
+            said = await self.objection(decision, result)
+            return dataclasses.replace(result, content=f"{result.content}\n{said}") if said else result
+
+        announce = functools.partial(self.announce, tool=call.name)
+        return await consult("after_tool", self.agent.policies, ctx, result, apply, announce, call=call)
 
     async def approve(self, call: ToolCall, pause: Decision) -> ToolCall | str:
         """Ask a person to approve this exact call; return the call to run, or why it will not run.

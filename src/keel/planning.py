@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
 
+from ._participant import Participant, RunEnds
 from .messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
 from .tools import _strip_titles
 
 if TYPE_CHECKING:
+    from ._participant import RunView
     from ._seam import AgentSpec
 
 __all__ = [
@@ -153,16 +155,12 @@ def progress_spec() -> dict[str, Any]:
     }
 
 
-class PlanningFailed(Exception):  # noqa: N818 - carries the kind of failure to the loop
+class PlanningFailed(RunEnds):
     """Planning cannot go on: the plans kept being invalid, or the plan failed too often.
 
     Attributes:
         kind: the run's `error_type` (`ModelError` or `PlanFailed`).
     """
-
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @functools.cache
@@ -194,12 +192,13 @@ class _Step:
     note: str = ""
 
 
-class Planner:
+class Planner(Participant):
     """The explicit planner of one run: the current plan, its progress, and when to plan again.
 
-    The loop drives it: `wanted` says a planning step is due; `request` gives the planning request;
-    `answer` takes the model's reply; `context` and `offer` add the plan to each action request;
-    `progress` applies ``update_plan`` calls; `observe` sees each tool result. Its state follows only
+    It joins the loop as a `Participant`: `before_turn` plans while `wanted` says a planning step is
+    due (`request` gives the planning request, `answer` takes the model's reply); `context` and `offer`
+    add the plan to each action request; `progress` applies ``update_plan`` calls; `observe` sees each
+    tool result. Its state follows only
     from what the loop gives it (journaled model replies and tool results), so a replayed run rebuilds
     the same plan without asking again.
 
@@ -225,6 +224,17 @@ class Planner:
         self._offered: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
 
     # -- planning requests
+
+    async def before_turn(self, run: RunView) -> None:
+        """Planning steps: ask for a plan until one validates (or planning fails); no tool runs meanwhile.
+
+        Raises:
+            PlanningFailed: planning cannot go on; the run ends with its kind.
+        """
+        while self.wanted:
+            messages = self.request(run.messages)
+            response = await run.request(messages, [self.spec], "planning")  # budgets and pauses apply
+            self.answer(response.message)
 
     def request(self, history: Sequence[Message]) -> list[Message]:
         """The messages of the next planning request: the conversation so far, then what to do.

@@ -28,17 +28,17 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._participant import Participant
 from .._seam import memory_step
 from ..exceptions import ConfigError, ToolError, UsageError
 from ..messages import SystemMessage, UserMessage
-from ..models._base import request_number
 from ..tools import Tool, ToolContext, tool
 from .long_term import Hit, MemoryStore, Namespace, Source
 
 if TYPE_CHECKING:
-    from .._seam import AgentSpec, LoopRun
+    from .._participant import RunView
 
-__all__ = ["AgentMemory"]
+__all__ = ["AgentMemory", "MemoryParticipant"]
 
 MAX_FACTS = 10
 MAX_FACT_CHARS = 500
@@ -175,7 +175,7 @@ def _line(hit: Hit) -> dict[str, Any]:
     return {"text": hit.memory.text, "score": round(hit.score, 3), "source": str(hit.memory.source)}
 
 
-# The loop calls these two; each does its I/O inside a step.
+# What the participant does in a run; each search and write happens inside a step.
 
 
 def split_recalled(system: str) -> tuple[str, str]:
@@ -185,7 +185,19 @@ def split_recalled(system: str) -> tuple[str, str]:
     return (own, found + recalled) if found else (system, "")
 
 
-async def recall_into_context(run: LoopRun[AgentSpec[object, AgentMemory]]) -> None:
+class MemoryParticipant(Participant):
+    """Agent memory in the loop: recall into the context at the start, the run's facts at the end."""
+
+    async def on_start(self, run: RunView) -> None:
+        """Recall the memories the task calls for into the system message."""
+        await recall_into_context(run)
+
+    async def on_final(self, run: RunView) -> None:
+        """Store the lasting facts of the finished run."""
+        await remember_run_facts(run)
+
+
+async def recall_into_context(run: RunView) -> None:
     """Search memories for the task and add the best to the system message (a ``memory:recall`` step)."""
     agent, memory = run.agent, run.agent.memory
     if memory is None or memory.recall_k == 0:
@@ -212,31 +224,30 @@ async def recall_into_context(run: LoopRun[AgentSpec[object, AgentMemory]]) -> N
     if out["memories"]:
         block = _prompts()["recalled"].format(memories=out["block"])
         system = run.messages[0].content or ""
-        run.messages[0] = SystemMessage(f"{system}\n\n{block}" if system else block)
+        run.set_system(f"{system}\n\n{block}" if system else block)
     run.event("memory_recalled", memories=out["memories"], tokens=out["tokens"], budget=out["budget"])
 
 
-async def remember_run_facts(run: LoopRun[AgentSpec[object, AgentMemory]]) -> None:
+async def remember_run_facts(run: RunView) -> None:
     """Ask the model for the lasting facts of the finished run and store them (two steps)."""
     from .._tool_exec import model_step
 
     agent, memory = run.agent, run.agent.memory
     if memory is None or not memory.summarize or not memory.namespace(agent.name, run.metadata).user:
         return  # no summary for a run without a user: there is no one to remember the facts for
-    run.step += 1
-    request_number.set(run.step)
+    step = run.next_step()
     messages = [*run.messages, UserMessage(_prompts()["summary"])]
     raw = await run.steps(memory_step("summary"), functools.partial(model_step, agent.model, run.memory, messages, []))
     from ..messages import ModelResponse
 
     response = ModelResponse.from_dict(raw["response"])
-    run.usage += response.usage
+    run.add_usage(response.usage)
     facts = _facts(response.message.content or "")
     if not facts:
         run.event("memory_written", memories=[], source="summary")
         return
     ns = memory.namespace(agent.name, run.metadata)
-    source = Source(run.run_id, run.step, "summary")
+    source = Source(run.run_id, step, "summary")
 
     async def write() -> dict[str, Any]:
         def add_all() -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from ..exceptions import ConfigError
 from ..messages import ToolCall
 from ..tools import Tool
-from . import ALLOW, Decision, Policy, PolicyContext
+from ._base import ALLOW, Decision, Policy, PolicyContext
 
 __all__ = ["RequireApproval", "arguments_hash"]
 

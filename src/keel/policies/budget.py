@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ..exceptions import BudgetExceeded, ConfigError
-from . import ALLOW, Decision, Policy, PolicyContext
+from ._base import ALLOW, Decision, Policy, PolicyContext
 
 if TYPE_CHECKING:
     from .._seam import AgentSpec
@@ -47,11 +47,12 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 """US dollars per million input and output tokens. Check your provider's current prices and override."""
 
 FREE_MODELS = frozenset({"local", "local-large"})
-MAX_RUNS = 4096
+REPORTED = 4096
+"""Runs whose spend `Budget.spent` still reports (a record only: the caps read the run's own state)."""
 
 
 class PromptCounter:
-    """Upper bounds on prompt tokens, counted incrementally: each message once per run.
+    """Upper bounds on one run's prompt tokens, counted incrementally: each message once.
 
     The sum of the counts of single messages, plus the tool specs counted alone, is at least the count
     of the whole prompt (each part carries the per-request overhead again). Call it inside a durable
@@ -59,11 +60,13 @@ class PromptCounter:
     """
 
     def __init__(self) -> None:
-        self._runs: dict[str, tuple[list[Message], list[int], int]] = {}
+        self._seen: list[Message] = []
+        self._counts: list[int] = []
+        self._tools = -1
 
-    async def count(self, run_id: str, model: Model, messages: Sequence[Message], specs: list[dict[str, Any]]) -> int:
+    async def count(self, model: Model, messages: Sequence[Message], specs: list[dict[str, Any]]) -> int:
         """Prompt tokens of `messages` with `specs`, at most overcounted."""
-        seen, counts, tools = self._runs.get(run_id) or ([], [], -1)
+        seen, counts, tools = self._seen, self._counts, self._tools
         known = len(seen)
         stale = known > len(messages) or (known > 0 and seen[-1] is not messages[known - 1])
         if stale or (known > 1 and seen[1] is not messages[1]):  # a policy may redact the task in place
@@ -73,9 +76,7 @@ class PromptCounter:
         for message in messages[known:]:
             seen.append(message)
             counts.append(await model.count_tokens([message], []))
-        self._runs[run_id] = (seen, counts, tools)
-        while len(self._runs) > MAX_RUNS:
-            self._runs.pop(next(iter(self._runs)))
+        self._seen, self._counts, self._tools = seen, counts, tools
         return sum(counts) + tools
 
 
@@ -164,6 +165,7 @@ class _Spend:
     window: str = ""
     scopes: list[str] = field(default_factory=list)
     specs: list[dict[str, Any]] | None = None
+    prompts: PromptCounter = field(default_factory=PromptCounter)
 
 
 def _cap(name: str, value: float | None, *, whole: bool = False) -> float | None:
@@ -233,8 +235,7 @@ class Budget(Policy):
         self._daily = self.agent_daily_usd is not None or self.tenant_daily_usd is not None
         self._reserve = self._usd or self.max_tokens is not None or self.max_seconds is not None
         self._ledger: Ledger | None = None
-        self._runs: dict[str, _Spend] = {}
-        self._counter = PromptCounter()
+        self._spent: dict[str, float] = {}  # a record for `spent`, of the latest REPORTED runs
 
     def check_agent(self, agent: AgentSpec[object, object]) -> None:
         """Every model the agent may call must have a price when a dollar cap is set.
@@ -246,9 +247,11 @@ class Budget(Policy):
             self.prices.price(agent.model)
 
     def spent(self, run_id: str) -> float:
-        """Dollars the run has spent so far, as this policy has seen (0 for an unknown run)."""
-        spend = self._runs.get(run_id)
-        return 0.0 if spend is None else spend.spent
+        """Dollars the run has spent so far, as this policy has seen (0 for an unknown run).
+
+        A record of the latest 4096 runs to spend; the caps themselves read the run's own state.
+        """
+        return self._spent.get(run_id, 0.0)
 
     def ledger(self) -> Ledger:
         """The shared counters holding per-day spend."""
@@ -266,11 +269,9 @@ class Budget(Policy):
         return self._ledger
 
     def _spend(self, ctx: PolicyContext) -> _Spend:
-        spend = self._runs.get(ctx.run_id)
+        spend: _Spend | None = ctx.state.get("spend")
         if spend is None or ctx.step <= 1:
-            spend = self._runs[ctx.run_id] = _Spend()
-            while len(self._runs) > MAX_RUNS:
-                self._runs.pop(next(iter(self._runs)))
+            spend = ctx.state["spend"] = _Spend()
         return spend
 
     async def before_model(self, ctx: PolicyContext) -> Decision:
@@ -291,7 +292,7 @@ class Budget(Policy):
 
         async def reserve() -> dict[str, Any]:
             members = model_candidates(model)
-            prompt = await self._counter.count(ctx.run_id, model, ctx.messages, specs)
+            prompt = await spend.prompts.count(model, ctx.messages, specs)
             most_out = max(m.profile.max_output_tokens for m in members)
             inp, out = self.prices.price(model) if self._usd else (0.0, 0.0)
             hold = (prompt * inp + most_out * out) / 1_000_000
@@ -345,11 +346,15 @@ class Budget(Policy):
 
     async def after_model(self, ctx: PolicyContext, response: ModelResponse) -> Decision:
         """Settle the request's real cost against what was reserved."""
-        spend = self._runs.get(ctx.run_id)
+        spend: _Spend | None = ctx.state.get("spend")
         if spend is None or spend.hold is None or ctx.model is None:
             return ALLOW
         cost = self.prices.cost(response, ctx.model) if self._usd else 0.0
         spend.spent += cost
+        self._spent.pop(ctx.run_id, None)
+        self._spent[ctx.run_id] = spend.spent
+        while len(self._spent) > REPORTED:
+            self._spent.pop(next(iter(self._spent)))
         hold, spend.hold = spend.hold, None
         if spend.scopes:
             window, scopes, delta = spend.window, list(spend.scopes), cost - hold

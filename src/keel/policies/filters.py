@@ -21,7 +21,7 @@ from ..exceptions import ConfigError
 from ..messages import ModelResponse, ToolCall, ToolMessage, UserMessage
 from ..models._base import Model
 from ..tools import Tool
-from . import ALLOW, Decision, Policy, PolicyContext, Redaction, Where
+from ._base import ALLOW, Decision, Policy, PolicyContext, Redaction, Where
 from ._detect import PHONE_REGIONS, PII_KINDS, Finding, describe, find_injection, find_pii, find_secrets, redact
 
 __all__ = ["ContentFilter", "Finding", "UNTRUSTED", "scan_text"]
@@ -29,7 +29,6 @@ __all__ = ["ContentFilter", "Finding", "UNTRUSTED", "scan_text"]
 UNTRUSTED = "[untrusted content]"
 """The start of a tool result flagged as a possible prompt injection."""
 TARGETS = ("task", "tool_results", "output")
-MAX_RUNS = 4096
 MARK = re.compile(r"\[REDACTED (SECRET|EMAIL|PHONE|CARD|IBAN|NATIONAL_ID)\]")
 """What `redact` leaves where it hid something (the ``block`` settings block on it)."""
 PLACES = {"task": "the task", "tool_results": "a tool result", "output": "the answer"}
@@ -154,7 +153,6 @@ class ContentFilter(Policy):
         self.targets = frozenset(scan)
         self.high_stakes = None if high_stakes is None else frozenset(high_stakes)
         self.phone_regions = tuple(phone_regions)
-        self._untrusted: dict[str, tuple[int, bool]] = {}
 
     async def _check(self, ctx: PolicyContext, text: str, where: str, *, scan_injection: bool) -> _Verdict:
         for topic, pattern in self.topics.items():
@@ -287,14 +285,13 @@ class ContentFilter(Policy):
 
     def _tainted(self, ctx: PolicyContext) -> bool:
         """Whether any tool result so far was marked untrusted (read incrementally: messages only grow)."""
-        seen, tainted = self._untrusted.get(ctx.run_id, (0, False))
+        read: tuple[int, bool] = ctx.state.get("untrusted", (0, False))
+        seen, tainted = read
         messages = ctx.messages
         if seen > len(messages):
             seen, tainted = 0, False
         for message in messages[seen:]:
             if isinstance(message, ToolMessage) and message.content.startswith(UNTRUSTED):
                 tainted = True
-        self._untrusted[ctx.run_id] = (len(messages), tainted)
-        while len(self._untrusted) > MAX_RUNS:
-            self._untrusted.pop(next(iter(self._untrusted)))
+        ctx.state["untrusted"] = (len(messages), tainted)
         return tainted

@@ -9,12 +9,11 @@ from typing import Literal
 from ..exceptions import ConfigError
 from ..messages import AssistantMessage, Message, ToolCall, ToolMessage
 from ..tools import Tool
-from . import ALLOW, Decision, Policy, PolicyContext
+from ._base import ALLOW, Decision, Policy, PolicyContext
 
 __all__ = ["LoopGuard"]
 
 REPEAT = "repeated call"
-MAX_RUNS = 4096
 MAX_QUOTE = 600
 MAX_REREADS = 2
 """Identical calls that may run between two side effects, when other calls ran in between."""
@@ -48,8 +47,6 @@ class LoopGuard(Policy):
             raise ConfigError(f"LoopGuard: then must be 'withhold' or 'pause', got {then!r}")
         self.max_denials = max_denials
         self.then = then
-        # Read incrementally: the conversation only grows, so each message is indexed once per run.
-        self._runs: dict[str, _Seen] = {}
 
     async def before_model(self, ctx: PolicyContext) -> Decision:
         """Act once the latest tool results are `max_denials` repeated-call denials in a row."""
@@ -87,7 +84,7 @@ class LoopGuard(Policy):
 
     def _index(self, ctx: PolicyContext) -> _Seen:
         """The run's calls since its last side effect, brought up to date with the messages added since."""
-        seen = self._runs.get(ctx.run_id)
+        seen: _Seen | None = ctx.state.get("seen")  # read incrementally: each message is indexed once per run
         messages = ctx.messages
         if seen is None or seen.count > len(messages) or (seen.count and messages[seen.count - 1] is not seen.last):
             seen = _Seen()
@@ -111,9 +108,7 @@ class LoopGuard(Policy):
                     seen.latest = None
         seen.count = len(messages)
         seen.last = messages[-1] if messages else None
-        self._runs[ctx.run_id] = seen
-        while len(self._runs) > MAX_RUNS:
-            self._runs.pop(next(iter(self._runs)))
+        ctx.state["seen"] = seen
         return seen
 
 

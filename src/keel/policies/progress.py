@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from ..exceptions import ConfigError
 from ..messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
 from ..tools import Tool
-from . import ALLOW, Decision, Policy, PolicyContext
+from ._base import ALLOW, Decision, Policy, PolicyContext
 
 __all__ = ["NoProgress"]
 
 MARK = "no progress:"
-MAX_RUNS = 4096
 
 
 def _key(call: ToolCall) -> tuple[str, str]:
@@ -102,10 +101,10 @@ class NoProgress(Policy):
                 raise ConfigError(f"NoProgress: {name} must be a whole number {low} or more, got {value!r}")
         self.max_repeats, self.max_errors, self.max_stale = max_repeats, max_errors, max_stale_steps
         self.warnings = warnings
-        self._runs: dict[str, _Index] = {}
 
     def _index(self, ctx: PolicyContext) -> _Index:
-        index, messages = self._runs.get(ctx.run_id), ctx.messages
+        index: _Index | None = ctx.state.get("index")
+        messages = ctx.messages
         if (
             index is None
             or index.count > len(messages)
@@ -113,9 +112,7 @@ class NoProgress(Policy):
         ):
             index = _Index()
         index.read(list(messages[index.count :]))
-        self._runs[ctx.run_id] = index
-        while len(self._runs) > MAX_RUNS:
-            self._runs.pop(next(iter(self._runs)))
+        ctx.state["index"] = index
         return index
 
     async def before_model(self, ctx: PolicyContext) -> Decision:

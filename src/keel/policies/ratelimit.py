@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigError, RateLimited
-from . import ALLOW, Decision, Policy, PolicyContext
+from ._base import ALLOW, Decision, Policy, PolicyContext
 from .budget import PromptCounter, model_candidates
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["RateLimit"]
 
 WINDOW = 60.0
-MAX_RUNS = 4096
 
 
 def _limit(name: str, value: int | None) -> int | None:
@@ -46,6 +45,7 @@ class _Held:
     tokens: int = 0
     scopes: list[str] = field(default_factory=list)
     specs: list[dict[str, Any]] | None = None
+    prompts: PromptCounter = field(default_factory=PromptCounter)
 
 
 class RateLimit(Policy):
@@ -107,8 +107,6 @@ class RateLimit(Policy):
         self.database_url, self.redis_url, self.tenant_key = database_url, redis_url, tenant_key
         self.clock = clock or SYSTEM_CLOCK
         self._counters: Ledger | RedisLedger | None = None
-        self._runs: dict[str, _Held] = {}
-        self._counter = PromptCounter()
 
     def counters(self) -> Ledger | RedisLedger:
         """The shared counters (database or Redis)."""
@@ -158,11 +156,9 @@ class RateLimit(Policy):
             waited += wait
 
     def _held(self, ctx: PolicyContext) -> _Held:
-        held = self._runs.get(ctx.run_id)
+        held: _Held | None = ctx.state.get("held")
         if held is None or ctx.step <= 1:
-            held = self._runs[ctx.run_id] = _Held()
-            while len(self._runs) > MAX_RUNS:
-                self._runs.pop(next(iter(self._runs)))
+            held = ctx.state["held"] = _Held()
         return held
 
     async def before_model(self, ctx: PolicyContext) -> Decision:
@@ -188,7 +184,7 @@ class RateLimit(Policy):
         async def acquire() -> dict[str, Any]:
             amount = 0
             if tokens:
-                prompt = await self._counter.count(ctx.run_id, model, ctx.messages, specs)
+                prompt = await held.prompts.count(model, ctx.messages, specs)
                 amount = prompt + max(m.profile.max_output_tokens for m in model_candidates(model))
             return {**await self._acquire(requests, tokens, amount), "tokens": amount}
 
@@ -201,7 +197,7 @@ class RateLimit(Policy):
 
     async def after_model(self, ctx: PolicyContext, response: ModelResponse) -> Decision:
         """Give back the tokens reserved but not used."""
-        held = self._runs.get(ctx.run_id)
+        held: _Held | None = ctx.state.get("held")
         if held is None or not held.scopes:
             return ALLOW
         window, scopes, delta = held.window, list(held.scopes), response.usage.total_tokens - held.tokens

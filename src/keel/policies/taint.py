@@ -35,7 +35,7 @@ from typing import Any, Literal
 from ..exceptions import ConfigError
 from ..messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
 from ..tools import Tool
-from . import ALLOW, Decision, Policy, PolicyContext
+from ._base import ALLOW, Decision, Policy, PolicyContext
 from .filters import UNTRUSTED
 
 __all__ = ["Provenance", "TaintPolicy", "provenance"]
