@@ -28,13 +28,14 @@ from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions
 
 from .._loop import run_loop
 from .._seam import RunResult, StepConflict
+from ..approvals import Decided
 from ..events import RunEvent
 from ..exceptions import ConfigError, UsageError
 from ..policies import redact
 from ..storage import RunRecord, Store, make_engine
 from ..storage._records import run_record
 from ..storage._runs import FINISH_SEGMENT, INSERT_RUN, SET_RUNNING, finish_params, new_run_row
-from ._decisions import Decided, cancel_run, decide, expire_due, fork_run
+from ._decisions import cancel_run, decide, expire_due, fork_run
 from ._killpoints import kill_point
 from ._steps import JournalSteps
 from ._writer import make_writer
