@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from keel import ToolCall, UsageError, approvals, tool
+from keel import Agent, Runtime, ToolCall, UsageError, approvals, tool
+from keel.models import ScriptedModel
 from keel.storage import Approval
 from keel.tools import ToolArgumentsError
 
@@ -216,3 +219,49 @@ def test_each_kind_waits_in_its_status_and_takes_its_decisions() -> None:
     assert approvals.WAITING == {"approval": "waiting", "interrupted": "needs_attention", "pause": "needs_attention"}
     assert set(approvals.WAITING.values()) == set(approvals.WAITING_STATUSES)
     assert approvals.DECISIONS == {"interrupted": ("retry", "skip", "fail"), "pause": ("continue", "fail")}
+
+
+def test_the_module_exports_documented_names_in_order() -> None:
+    assert approvals.__all__ == sorted(approvals.__all__)
+    for name in approvals.__all__:
+        assert getattr(approvals, name) is not None
+        if callable(getattr(approvals, name)):
+            assert (getattr(approvals, name).__doc__ or "").strip(), name
+
+
+# -- the Runtime's operations, over the durable engine ------------------------------------------------
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    from keel.durable import DurableEngine
+
+    yield f"sqlite:///{tmp_path / 'keel.db'}"
+    DurableEngine.close()
+
+
+async def test_an_edit_checked_against_the_tool_changes_nothing_when_refused(sqlite_url: str) -> None:
+    from keel.durable import DurableEngine
+
+    ledger: list[tuple[str, int]] = []
+
+    @tool(side_effects=True, requires_approval=True)
+    def pay(order_id: str, amount: int) -> str:
+        """Pay back an order."""
+        ledger.append((order_id, amount))
+        return f"paid {amount}"
+
+    def agent() -> Agent:
+        return Agent("payer", ScriptedModel([ToolCall("pay", {"order_id": "A-1", "amount": 5}), "done"]), tools=[pay])
+
+    runtime = Runtime(sqlite_url)
+    paused = await agent().run("pay 5 on A-1", runtime=runtime)
+    [request] = runtime.approvals(run_id=paused.run_id)
+    engine = DurableEngine.for_url(sqlite_url)
+    with pytest.raises(ToolArgumentsError, match="amount"):
+        approvals.edit(engine, request.id, {"order_id": "A-1", "amount": "five"}, by="ops", tool=pay, dispatch=False)
+    assert runtime.approvals(run_id=paused.run_id)[0].status == "pending"
+    assert runtime.get(paused.run_id).status == "waiting"
+
+    edited = approvals.edit(engine, request.id, {"order_id": "A-1", "amount": 3}, by="ops", tool=pay, dispatch=False)
+    assert edited.edited_hash == approvals.arguments_hash("pay", {"order_id": "A-1", "amount": 3})
+    done = await runtime.resume(agent(), paused.run_id)
+    assert (done.status, ledger) == ("done", [("A-1", 3)])

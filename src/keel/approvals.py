@@ -35,10 +35,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DECISIONS",
-    "WAITING",
-    "WAITING_STATUSES",
     "Decided",
     "Decider",
+    "REFUSED",
+    "WAITING",
+    "WAITING_STATUSES",
     "approval_request",
     "approve",
     "approved_call",
