@@ -28,7 +28,7 @@ from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions
 
 from .._loop import run_loop
 from .._seam import RunResult, StepConflict
-from ..approvals import Decided
+from ..approvals import WAITING_STATUSES, Decided
 from ..events import RunEvent
 from ..exceptions import ConfigError, UsageError
 from ..policies import redact
@@ -148,7 +148,7 @@ async def carry(
         return {"run_id": run_id, "status": "stale"}, None
     data = result.to_dict()
     await engine.writer.execute(FINISH_SEGMENT, finish_params(run_id, data))
-    if result.status in ("waiting", "needs_attention") and not store.list_approvals(status="pending", run_id=run_id):
+    if result.status in WAITING_STATUSES and not store.list_approvals(status="pending", run_id=run_id):
         # A person decided after the loop last looked at the request but before the run was recorded as
         # waiting; the decision found the run still running and left it to this segment to continue.
         await asyncio.to_thread(engine.continue_decided, run_id)
