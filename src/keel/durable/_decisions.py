@@ -4,7 +4,8 @@ A decision and the claim of the run's next segment commit together, so that no k
 run waiting on a request already decided; a cancel and the rejection of the run's pending requests commit
 together; a fork's index row, its history and its own requests commit together, so that no kill leaves a
 fork with half a history for a worker to run from scratch. The queueing that follows a claim (a DBOS
-enqueue) is a separate write: a run claimed and never queued is found by the sweeper.
+enqueue) is a separate write: a run claimed and never queued is found by the sweeper. Which decisions fit a
+request, its expiry and the records a decision writes are `keel.approvals`'s; the SQL is here.
 """
 
 from __future__ import annotations
