@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import approvals
 from ._participant import Participant, RunEnds
 from ._seam import (
     MODEL,
@@ -49,7 +50,6 @@ from .messages import (
 from .models._base import request_number
 from .planning import Planner
 from .policies import Decision, PolicyContext, Where, consult, redact
-from .policies.approvals import arguments_hash
 from .tools import Tool, ToolArgumentsError, ToolContext
 
 if TYPE_CHECKING:
@@ -571,34 +571,15 @@ class _Run:
     async def approve(self, call: ToolCall, pause: Decision) -> ToolCall | str:
         """Ask a person to approve this exact call; return the call to run, or why it will not run.
 
-        The decision is checked against the digest computed here, from the run's own journal: an
-        approval row whose arguments were changed after the request is refused, and an edit runs only
+        The request and the check of the decision against the run's own digest are `keel.approvals`'s:
+        an approval row whose arguments were changed after the request is refused, and an edit runs only
         the arguments its own hash was made of.
         """
-        digest = arguments_hash(call.name, call.arguments)
-        request = {
-            "tool": call.name,
-            "arguments": call.arguments,
-            "arguments_hash": digest,
-            "reason": f"{pause.policy}: {pause.reason}",
-            **pause.meta,
-        }
+        request = approvals.approval_request(call, f"{pause.policy}: {pause.reason}", pause.meta)
         choice = await self.decide("approval", request)
         if choice.get("decision") == "expired" and choice.get("on_expiry") == "escalate":
-            choice = await self.decide(
-                "approval", {**request, "reason": f"approval expired: {request['reason']}", "expires_in": None}
-            )
-        if choice.get("decision") == "approved":
-            arguments = choice.get("arguments", call.arguments)
-            given = arguments_hash(call.name, arguments)
-            expected = given if choice.get("edited") else digest  # an edit is a new hash, of the new arguments
-            if not isinstance(arguments, dict) or given != expected or choice.get("arguments_hash") != expected:
-                return "refused: the arguments to run do not match the ones approved; request a new approval"
-            return ToolCall(call.name, arguments, call.id)
-        who = choice.get("by") or "a person"
-        if choice.get("decision") == "expired":
-            return f"rejected: the approval expired unanswered ({request['reason']})"
-        return f"rejected by {who}: {choice.get('note') or 'no reason given'}"
+            choice = await self.decide("approval", approvals.escalated(request))
+        return approvals.approved_call(call, request, choice)
 
     async def run_tool(self, name: str, tool: Tool, kwargs: dict[str, Any], tctx: ToolContext) -> dict[str, Any]:
         """Run the tool as a step; if it was cut off mid-call by a dead worker, ask a person what to do."""
@@ -609,17 +590,9 @@ class _Run:
             cause = f"{name} was running when its worker stopped and may or may not have taken effect"
         except CallInterrupted as cut:  # a remote call cut off mid-flight: the same question for a person
             cause = str(cut)
-        reason = f"{cause}; retry it, skip it (giving the result it had), or fail the run"
+        request = approvals.interrupted_request(name, tool.plain(kwargs), cause)
         while True:
-            choice = await self.decide(
-                "interrupted",
-                {
-                    "tool": name,
-                    "arguments": tool.plain(kwargs),
-                    "arguments_hash": arguments_hash(name, tool.plain(kwargs)),
-                    "reason": reason,
-                },
-            )
+            choice = await self.decide("interrupted", request)
             completion = fn
             if choice.get("decision") == "skip":
                 supplied = {"content": str(choice.get("result") or "done"), "is_error": False, "duration_ms": 0.0}

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import approvals as _approvals
 from ._loop import run_loop
 from ._observers import Observer, add_observer, fan_out
 from ._seam import RunResult, RunStatus, Suspend
@@ -98,7 +99,7 @@ class InMemorySteps:
 
     async def decide(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
         """An in-memory run cannot wait for a person: it ends, waiting, and cannot be resumed."""
-        status: RunStatus = "waiting" if kind == "approval" else "needs_attention"
+        status: RunStatus = _approvals.WAITING.get(kind, "needs_attention")
         raise Suspend(status, f"{request.get('reason', kind)} (an in-memory run cannot be resumed; use a database)")
 
 
@@ -284,16 +285,9 @@ class Runtime:
             UsageError: unknown, not an approval, already decided, expired, or for other arguments.
         """
         reject_nul(approval_id=approval_id, by=by, note=note, arguments_hash=arguments_hash)
-        engine = self._engine()
-        approval = self._pending(approval_id, "approval")
-        if arguments_hash is not None and arguments_hash != approval.arguments_hash:
-            raise UsageError(
-                f"approval {approval_id!r} is for other arguments than the ones given "
-                f"({approval.arguments_hash} != {arguments_hash}); review the request again"
-            )
-        return engine.decide(
-            approval_id, "approved", {"decision": "approved"}, by=by, note=note, dispatch=dispatch
-        ).approval
+        return _approvals.approve(
+            self._engine(), approval_id, by=by, note=note, reviewed_hash=arguments_hash, dispatch=dispatch
+        )
 
     def reject(self, approval_id: str, *, by: str, reason: str, dispatch: bool = True) -> Approval:
         """Reject a pending tool call; the model is told `reason`.
@@ -302,11 +296,7 @@ class Runtime:
             UsageError: unknown, not an approval, already decided or expired.
         """
         reject_nul(approval_id=approval_id, by=by, reason=reason)
-        self._pending(approval_id, "approval")
-        engine = self._engine()
-        return engine.decide(
-            approval_id, "rejected", {"decision": "rejected"}, by=by, note=reason, dispatch=dispatch
-        ).approval
+        return _approvals.reject(self._engine(), approval_id, by=by, reason=reason, dispatch=dispatch)
 
     def edit(
         self, approval_id: str, arguments: dict[str, Any], *, by: str, note: str | None = None, dispatch: bool = True
@@ -317,25 +307,7 @@ class Runtime:
             UsageError: unknown, not an approval, already decided or expired, or arguments not an object.
         """
         reject_nul(approval_id=approval_id, arguments=arguments, by=by, note=note)
-        approval = self._pending(approval_id, "approval")
-        if not isinstance(arguments, dict):
-            raise UsageError(f"edited arguments must be a JSON object, got {type(arguments).__name__}")
-        from .policies.approvals import arguments_hash as digest
-
-        return (
-            self._engine()
-            .decide(
-                approval_id,
-                "approved",
-                {"decision": "approved", "edited": True},
-                by=by,
-                note=note,
-                edited=arguments,
-                edited_hash=digest(approval.tool or "", arguments),
-                dispatch=dispatch,
-            )
-            .approval
-        )
+        return _approvals.edit(self._engine(), approval_id, arguments, by=by, note=note, dispatch=dispatch)
 
     def resolve(
         self,
@@ -362,15 +334,9 @@ class Runtime:
             UsageError: unknown, already decided, or a decision that does not fit the request.
         """
         reject_nul(approval_id=approval_id, decision=decision, by=by, note=note, result=result)
-        approval = self._pending(approval_id, None)
-        allowed = {"interrupted": ("retry", "skip", "fail"), "pause": ("continue", "fail")}.get(approval.kind, ())
-        if decision not in allowed:
-            raise UsageError(
-                f"decision {decision!r} does not fit a {approval.kind} request; use one of: "
-                + (", ".join(allowed) or "approve, reject or edit (it is an approval)")
-            )
-        body = {"decision": decision, "result": result}
-        return self._engine().decide(approval_id, "decided", body, by=by, note=note, dispatch=dispatch).approval
+        return _approvals.resolve(
+            self._engine(), approval_id, decision, by=by, note=note, result=result, dispatch=dispatch
+        )
 
     def cancel(self, run_id: str) -> RunRecord:
         """Cancel a run that has not finished; pending approvals are rejected and its state is kept.
@@ -395,13 +361,3 @@ class Runtime:
         if older_than < 0:
             raise UsageError(f"older_than must be zero or more seconds, got {older_than}")
         return self._engine().prune(older_than)
-
-    def _pending(self, approval_id: str, kind: str | None) -> Approval:
-        approval = self._engine().store.get_approval(approval_id)
-        if approval is None:
-            raise UsageError(f"approval {approval_id!r} does not exist; list them with `keel approvals list`")
-        if kind is not None and approval.kind != kind:
-            raise UsageError(
-                f"{approval_id!r} is a {approval.kind} request, not an approval; decide it with `keel runs resolve`"
-            )
-        return approval

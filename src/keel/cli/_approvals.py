@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -12,6 +11,7 @@ from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
+from .. import approvals as _approvals
 from .._runtime import Runtime
 from ._common import clip, console, db_flag, exits, fail_input, out, print_json, user_name, when
 
@@ -34,8 +34,7 @@ STATUS_STYLE = {"pending": "yellow", "approved": "green", "rejected": "red", "ex
 def _expires(approval: Approval) -> str:
     if approval.expires_at is None:
         return "never"
-    left = approval.expires_at - time.time()
-    if approval.status == "pending" and left <= 0:
+    if _approvals.is_due(approval):
         return f"{when(approval.expires_at)} (overdue)"
     return when(approval.expires_at)
 

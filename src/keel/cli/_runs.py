@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._runtime import Runtime
+from ..approvals import is_due
 from ..exceptions import UsageError
 from ._approvals import approvals_view, decide_commands, print_decided, print_next_steps
 from ._common import (
@@ -216,7 +217,7 @@ def _print_plan(plan: dict[str, Any]) -> None:
 def _refuse_pending(runtime: Runtime, run_id: str, db: str | None) -> None:
     """A run whose request is still pending cannot move: say which request to decide first."""
     now = time.time()
-    pending = [a for a in runtime.approvals(run_id=run_id) if a.expires_at is None or a.expires_at > now]
+    pending = [a for a in runtime.approvals(run_id=run_id) if not is_due(a, now)]
     if pending:
         commands = [command for a in pending for command in decide_commands(a, db)]
         raise UsageError(

@@ -4,49 +4,28 @@ A decision and the claim of the run's next segment commit together, so that no k
 run waiting on a request already decided; a cancel and the rejection of the run's pending requests commit
 together; a fork's index row, its history and its own requests commit together, so that no kill leaves a
 fork with half a history for a worker to run from scratch. The queueing that follows a claim (a DBOS
-enqueue) is a separate write: a run claimed and never queued is found by the sweeper.
+enqueue) is a separate write: a run claimed and never queued is found by the sweeper. Which decisions fit a
+request, its expiry and the records a decision writes are `keel.approvals`'s; the SQL is here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
+from ..approvals import WAITING_STATUSES, Decided, check_decidable, expired_decision, forked_expiry, request_id
 from ..exceptions import UsageError
-from ..storage import Approval, RunRecord, Store
+from ..storage import RunRecord, Store
 from ..storage._journal_events import unanswered_request
+from ..storage._records import approval_record
 from ..storage._runs import INSERT_RUN, new_run_row
 from ..storage._tables import approvals, runs, steps
 from ._killpoints import kill_point
 
 __all__ = ["WAITING_STATUSES", "Decided", "cancel_run", "decide", "expire_due", "fork_run", "request_id"]
-
-WAITING_STATUSES = ("waiting", "needs_attention")
-"""The statuses of a run that waits for a person's decision."""
-
-
-def request_id(run_id: str, seq: int) -> str:
-    """The id of the request a run journals at step `seq`: the same whichever segment makes it."""
-    return "apv_" + hashlib.sha256(f"{run_id}/{seq}".encode()).hexdigest()[:20]
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    """A decision as stored, and the run's next segment when it was claimed in the same transaction.
-
-    Attributes:
-        approval: the decided request.
-        segment: the claimed segment, for the caller to queue; None when the run was not waiting (a segment
-            carrying it finds the decision) or no claim was asked for.
-    """
-
-    approval: Approval
-    segment: int | None
 
 
 def decide(
@@ -69,18 +48,7 @@ def decide(
     now = time.time()
     with store.engine.begin() as conn:
         row = conn.execute(sa.select(approvals).where(approvals.c.id == approval_id)).mappings().first()
-        if row is None:
-            raise UsageError(f"approval {approval_id!r} does not exist; list them with `keel approvals list`")
-        if row["status"] != "pending":
-            raise UsageError(
-                f"approval {approval_id!r} was already {row['status']} by {row['decided_by'] or 'keel'}; "
-                "a decision cannot be changed"
-            )
-        if row["expires_at"] is not None and row["expires_at"] <= now:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["expires_at"]))
-            raise UsageError(
-                f"approval {approval_id!r} expired at {when} UTC; its default ({row['on_expiry']}) applies"
-            )
+        request = check_decidable(None if row is None else approval_record(row), approval_id, now)
         updated = conn.execute(
             approvals.update()
             .where(approvals.c.id == approval_id, approvals.c.status == "pending")
@@ -97,7 +65,7 @@ def decide(
         if updated.rowcount != 1:
             raise UsageError(f"approval {approval_id!r} was decided by someone else just now")
         kill_point("decide:recorded")
-        segment = _claim_waiting(conn, str(row["run_id"])) if claim else None
+        segment = _claim_waiting(conn, request.run_id) if claim else None
     approval = store.get_approval(approval_id)
     assert approval is not None
     return Decided(approval, segment)
@@ -121,7 +89,7 @@ def expire_due(store: Store, now: float | None = None, *, ids: list[str] | None 
                 .where(approvals.c.id == approval_id, approvals.c.status == "pending")
                 .values(
                     status="expired",
-                    decision=json.dumps({"decision": "expired", "on_expiry": on_expiry}),
+                    decision=json.dumps(expired_decision(on_expiry)),
                     decided_by="keel",
                     decided_at=now,
                 )
@@ -215,7 +183,6 @@ def _fork_request(conn: sa.Connection, original_id: str, target: str, seq: int, 
     original = conn.execute(sa.select(approvals).where(approvals.c.id == original_id)).mappings().first()
     if original is None:
         raise UsageError(f"request {original_id!r} journaled by the run is missing from the database; cannot fork")
-    expires_at = original["expires_at"]
     new_id = request_id(target, seq)
     conn.execute(
         approvals.insert().values(
@@ -228,7 +195,7 @@ def _fork_request(conn: sa.Connection, original_id: str, target: str, seq: int, 
             reason=original["reason"],
             status="pending",
             requested_at=now,
-            expires_at=None if expires_at is None else now + (float(expires_at) - float(original["requested_at"])),
+            expires_at=forked_expiry(original["requested_at"], original["expires_at"], now),
             on_expiry=original["on_expiry"],
         )
     )

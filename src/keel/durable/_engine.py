@@ -37,13 +37,14 @@ from dbos import (
 from .._loop import run_loop
 from .._observers import add_observer, fan_out, remove_observer
 from .._seam import RunResult, StepConflict
+from ..approvals import WAITING_STATUSES, Decided
 from ..events import RunEvent
 from ..exceptions import ConfigError, UsageError
 from ..policies import redact
 from ..storage import RunRecord, Store, make_engine
 from ..storage._records import run_record
 from ..storage._runs import FINISH_SEGMENT, INSERT_RUN, SET_RUNNING, finish_params, new_run_row
-from ._decisions import Decided, cancel_run, decide, expire_due, fork_run
+from ._decisions import cancel_run, decide, expire_due, fork_run
 from ._killpoints import kill_point
 from ._steps import JournalSteps
 from ._writer import make_writer
@@ -132,7 +133,7 @@ async def carry(
         return {"run_id": run_id, "status": "stale"}, None
     data = result.to_dict()
     await engine.writer.execute(FINISH_SEGMENT, finish_params(run_id, data))
-    if result.status in ("waiting", "needs_attention") and not store.list_approvals(status="pending", run_id=run_id):
+    if result.status in WAITING_STATUSES and not store.list_approvals(status="pending", run_id=run_id):
         # A person decided after the loop last looked at the request but before the run was recorded as
         # waiting; the decision found the run still running and left it to this segment to continue.
         await asyncio.to_thread(engine.continue_decided, run_id)

@@ -11,11 +11,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import approvals
 from .._seam import (
     COMPLETION,
     MODEL,
     RESOLUTION,
-    RunStatus,
     StepConflict,
     StepFn,
     StepInterrupted,
@@ -24,13 +24,11 @@ from .._seam import (
     request_step,
 )
 from ..exceptions import RunError
-from ..storage import Approval, Store
-from ._decisions import expire_due, request_id
+from ..storage import Store
+from ._decisions import expire_due
 from ._writer import JournalWriter
 
 __all__ = ["JournalSteps"]
-
-WAITING: dict[str, RunStatus] = {"approval": "waiting", "interrupted": "needs_attention", "pause": "needs_attention"}
 
 
 class JournalSteps:
@@ -155,24 +153,8 @@ class JournalSteps:
         if recorded is not None:
             approval_id = str((recorded[2] or {})["id"])
         else:
-            approval_id = request_id(self.run_id, self._seq)
-            now = time.time()
-            expires_in = request.get("expires_in") if kind == "approval" else None
-            self._store.request_decision(
-                Approval(
-                    id=approval_id,
-                    run_id=self.run_id,
-                    kind=kind,
-                    tool=request.get("tool"),
-                    arguments=request.get("arguments"),
-                    arguments_hash=request.get("arguments_hash"),
-                    reason=str(request.get("reason") or kind),
-                    status="pending",
-                    requested_at=now,
-                    expires_at=None if expires_in is None else now + float(expires_in),
-                    on_expiry=request.get("on_expiry") if kind == "approval" else None,
-                )
-            )
+            approval_id = approvals.request_id(self.run_id, self._seq)
+            self._store.request_decision(approvals.new_request(approval_id, self.run_id, kind, request, time.time()))
             await self._writer.step("done", self.run_id, self._seq, request_step(kind), {"id": approval_id})
 
         self._seq += 1
@@ -184,24 +166,17 @@ class JournalSteps:
         approval = self._store.get_approval(approval_id)
         if approval is None:
             raise RunError(f"run {self.run_id}: its request {approval_id} is missing from the database")
-        if approval.status == "pending" and approval.expires_at is not None and approval.expires_at <= time.time():
+        if approvals.is_due(approval):
             expire_due(self._store, ids=[approval_id])  # this run is running: nothing to claim
             approval = self._store.get_approval(approval_id) or approval
         if approval.status == "pending":
             self._seq -= 1  # the decision's slot stays free for the segment that finds it made
             raise Suspend(
-                WAITING.get(kind, "needs_attention"), f"{approval.reason} (decision {approval_id})", approval_id
+                approvals.WAITING.get(kind, "needs_attention"),
+                f"{approval.reason} (decision {approval_id})",
+                approval_id,
             )
-        decision = {
-            **approval.decision,
-            "id": approval_id,
-            "by": approval.decided_by,
-            "note": approval.note,
-        }
-        if approval.status == "approved":
-            edited = approval.edited_arguments is not None
-            decision["arguments"] = approval.edited_arguments if edited else approval.arguments
-            decision["arguments_hash"] = approval.edited_hash if edited else approval.arguments_hash
+        decision = approvals.decision_record(approval)
         self.replayed = False
         await self._writer.step("done", self.run_id, self._seq, decision_step(kind), decision)
         return decision

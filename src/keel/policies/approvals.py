@@ -1,30 +1,24 @@
-"""Human approval: a tool call waits, durably, for a person to approve, reject or edit it.
+"""Human approval as a policy: `RequireApproval` pauses a tool call for a person to approve, reject or edit.
 
 The approval is bound to a hash of the exact tool name and arguments: the tool runs with exactly the
 approved arguments, an edited call gets a new hash (both are kept), and a decision cannot be
-applied to any other arguments.
+applied to any other arguments. Requests, the digest, expiry and decisions are `keel.approvals`'s;
+`arguments_hash` is re-exported here for the code that imports it from this module.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
+from ..approvals import arguments_hash
 from ..exceptions import ConfigError
 from ..messages import ToolCall
 from ..tools import Tool
 from ._base import ALLOW, Decision, Policy, PolicyContext
 
 __all__ = ["RequireApproval", "arguments_hash"]
-
-
-def arguments_hash(tool: str, arguments: dict[str, Any]) -> str:
-    """SHA-256 of a tool call: its name and its arguments as canonical JSON."""
-    blob = json.dumps({"tool": tool, "arguments": arguments}, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 class RequireApproval(Policy):

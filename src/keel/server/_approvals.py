@@ -78,10 +78,11 @@ def edit(approval_id: str, body: EditIn, key: Caller, svc: Svc) -> ApprovalOut:
     agent = svc.agents.get(record.agent) if record is not None else None
     tool = agent.tools_by_name.get(approval.tool or "") if agent is not None else None
     if tool is not None:
+        from ..approvals import check_edited
         from ..tools import ToolArgumentsError
 
         try:
-            tool.validate(body.arguments)
+            check_edited(body.arguments, tool)
         except ToolArgumentsError as exc:
             raise ApiError(
                 422, "invalid_request", f"arguments: {exc}", [{"field": "arguments", "message": str(exc)}]
