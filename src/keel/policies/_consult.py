@@ -52,8 +52,12 @@ async def consult(
         call: the tool call, at `after_tool`.
         tool: the tool, at `before_tool`.
     """
+    states = ctx.states
     for policy in policies:
-        ctx.state = ctx.states.setdefault(id(policy), {})
+        state = states.get(id(policy))
+        if state is None:
+            state = states[id(policy)] = {}
+        ctx.state = state
         decision = await _ask(hook, policy, ctx, subject, call, tool)
         if decision.action == "allow":
             continue
@@ -66,15 +70,16 @@ async def consult(
     return subject
 
 
-async def _ask(
+def _ask(
     hook: Hook, policy: Policy, ctx: PolicyContext, subject: Any, call: ToolCall | None, tool: Tool | None
-) -> Decision:
+) -> Awaitable[Decision]:
+    # The hook's own coroutine, awaited by `consult`: no second coroutine per policy and hook.
     if hook == "before_model":
-        return await policy.before_model(ctx)
+        return policy.before_model(ctx)
     if hook == "after_model":
-        return await policy.after_model(ctx, subject)
+        return policy.after_model(ctx, subject)
     if hook == "before_tool":
         assert tool is not None
-        return await policy.before_tool(ctx, subject, tool)
+        return policy.before_tool(ctx, subject, tool)
     assert call is not None
-    return await policy.after_tool(ctx, call, subject)
+    return policy.after_tool(ctx, call, subject)
