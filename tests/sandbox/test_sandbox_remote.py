@@ -51,6 +51,17 @@ def test_a_wrong_token_is_refused(server: SandboxServer) -> None:
         remote.close()
 
 
+def test_a_refused_request_says_its_connection_closes_so_the_next_request_is_not_lost(server: SandboxServer) -> None:
+    # The server stops reading a refused request's connection; a client told nothing would send its next
+    # request on the socket being closed and read "Server disconnected without sending a response".
+    with httpx.Client(base_url=server.url) as client:
+        for _ in range(20):
+            refused = client.post("/v1/executions", content=b"{}", headers={"Authorization": "Bearer wrong"})
+            assert refused.status_code == 401
+            assert refused.headers.get("connection") == "close"
+            assert client.get("/v1/health").status_code == 200
+
+
 def test_an_invalid_request_is_a_400_naming_the_field(server: SandboxServer) -> None:
     response = httpx.post(
         f"{server.url}/v1/executions",

@@ -145,9 +145,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: dict[str, Any] | str) -> None:
         data = (body if isinstance(body, str) else json.dumps(body)).encode()
-        if status != 200:
-            self.close_connection = True  # an unread request body must not be parsed as the next request
         self.send_response(status)
+        if status != 200:
+            # An unread request body must not be parsed as the next request: this connection ends here,
+            # and the client is told so, or it would send its next request on a socket being closed.
+            self.close_connection = True
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
