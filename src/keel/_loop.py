@@ -19,7 +19,6 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import approvals
 from ._participant import Participant, RunEnds
 from ._seam import (
     MODEL,
@@ -34,6 +33,7 @@ from ._seam import (
 )
 from ._tool_exec import ToolCrashed, model_step, tool_step
 from ._validate import validate
+from .approvals import approval_request, approved_call, escalated, interrupted_request
 from .events import EventKind, RunEvent
 from .exceptions import CallInterrupted
 from .memory._agent import MemoryParticipant
@@ -575,11 +575,11 @@ class _Run:
         an approval row whose arguments were changed after the request is refused, and an edit runs only
         the arguments its own hash was made of.
         """
-        request = approvals.approval_request(call, f"{pause.policy}: {pause.reason}", pause.meta)
+        request = approval_request(call, f"{pause.policy}: {pause.reason}", pause.meta)
         choice = await self.decide("approval", request)
         if choice.get("decision") == "expired" and choice.get("on_expiry") == "escalate":
-            choice = await self.decide("approval", approvals.escalated(request))
-        return approvals.approved_call(call, request, choice)
+            choice = await self.decide("approval", escalated(request))
+        return approved_call(call, request, choice)
 
     async def run_tool(self, name: str, tool: Tool, kwargs: dict[str, Any], tctx: ToolContext) -> dict[str, Any]:
         """Run the tool as a step; if it was cut off mid-call by a dead worker, ask a person what to do."""
@@ -590,7 +590,7 @@ class _Run:
             cause = f"{name} was running when its worker stopped and may or may not have taken effect"
         except CallInterrupted as cut:  # a remote call cut off mid-flight: the same question for a person
             cause = str(cut)
-        request = approvals.interrupted_request(name, tool.plain(kwargs), cause)
+        request = interrupted_request(name, tool.plain(kwargs), cause)
         while True:
             choice = await self.decide("interrupted", request)
             completion = fn

@@ -10,11 +10,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import approvals as _approvals
 from ._loop import run_loop
 from ._observers import Observer, add_observer, fan_out
 from ._seam import RunResult, RunStatus, Suspend
 from ._validate import reject_nul
+from .approvals import WAITING
+from .approvals import approve as _approve
+from .approvals import edit as _edit
+from .approvals import reject as _reject
+from .approvals import resolve as _resolve
 from .events import RunEvent
 from .exceptions import ConfigError, UsageError
 
@@ -99,7 +103,7 @@ class InMemorySteps:
 
     async def decide(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
         """An in-memory run cannot wait for a person: it ends, waiting, and cannot be resumed."""
-        status: RunStatus = _approvals.WAITING.get(kind, "needs_attention")
+        status: RunStatus = WAITING.get(kind, "needs_attention")
         raise Suspend(status, f"{request.get('reason', kind)} (an in-memory run cannot be resumed; use a database)")
 
 
@@ -285,7 +289,7 @@ class Runtime:
             UsageError: unknown, not an approval, already decided, expired, or for other arguments.
         """
         reject_nul(approval_id=approval_id, by=by, note=note, arguments_hash=arguments_hash)
-        return _approvals.approve(
+        return _approve(
             self._engine(), approval_id, by=by, note=note, reviewed_hash=arguments_hash, dispatch=dispatch
         )
 
@@ -296,7 +300,7 @@ class Runtime:
             UsageError: unknown, not an approval, already decided or expired.
         """
         reject_nul(approval_id=approval_id, by=by, reason=reason)
-        return _approvals.reject(self._engine(), approval_id, by=by, reason=reason, dispatch=dispatch)
+        return _reject(self._engine(), approval_id, by=by, reason=reason, dispatch=dispatch)
 
     def edit(
         self, approval_id: str, arguments: dict[str, Any], *, by: str, note: str | None = None, dispatch: bool = True
@@ -307,7 +311,7 @@ class Runtime:
             UsageError: unknown, not an approval, already decided or expired, or arguments not an object.
         """
         reject_nul(approval_id=approval_id, arguments=arguments, by=by, note=note)
-        return _approvals.edit(self._engine(), approval_id, arguments, by=by, note=note, dispatch=dispatch)
+        return _edit(self._engine(), approval_id, arguments, by=by, note=note, dispatch=dispatch)
 
     def resolve(
         self,
@@ -334,7 +338,7 @@ class Runtime:
             UsageError: unknown, already decided, or a decision that does not fit the request.
         """
         reject_nul(approval_id=approval_id, decision=decision, by=by, note=note, result=result)
-        return _approvals.resolve(
+        return _resolve(
             self._engine(), approval_id, decision, by=by, note=note, result=result, dispatch=dispatch
         )
 

@@ -15,10 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import _approvals, _auth, _monitoring, _runs
+from ._approvals import router as approvals_router
+from ._auth import no_nul
+from ._auth import router as auth_router
 from ._console import add_console
 from ._deps import ApiError, Service, ServiceConfig, error_response
 from ._limits import BodyLimit
+from ._monitoring import router as monitoring_router
+from ._runs import router as runs_router
 
 __all__ = ["ApiError", "ServiceConfig", "create_app"]
 
@@ -77,12 +81,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         description="Runs, their live events, approvals and feedback, scoped to the tenant of the API key.",
         docs_url="/docs",
         redoc_url=None,
-        dependencies=[Depends(_auth.no_nul)],
+        dependencies=[Depends(no_nul)],
     )
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.state.keel = Service(config)
     _add_error_handlers(app)
-    for module in (_monitoring, _runs, _approvals, _auth):
-        app.include_router(module.router)
+    for router in (monitoring_router, runs_router, approvals_router, auth_router):
+        app.include_router(router)
     add_console(app)
     return app
